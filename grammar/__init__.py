@@ -1,0 +1,1 @@
+"""The grammar of the spec language (resdsl.lark), shipped as package data."""

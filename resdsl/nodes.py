@@ -1,0 +1,219 @@
+"""The abstract syntax tree: frozen dataclasses, each carrying the span of the text it came from.
+
+Spans are left out of equality, so `parse(fmt(x)) == parse(x)` compares structure only.
+Later stages attach to this tree by reading it; they never mutate it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from .errors import Span
+
+NOWHERE = Span("<none>", 0, 0, 0, 0)
+
+
+def _span() -> Span:
+    return field(default=NOWHERE, compare=False, repr=False)  # type: ignore[return-value]
+
+
+# ---- expressions ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Num:
+    value: Union[int, float]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # one of + - * / // %
+    left: "Expr"
+    right: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ListExpr:
+    items: tuple["Expr", ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Index:
+    target: "Expr"
+    index: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Dims:
+    """`3x3`, `3 x 224 x 224`, `k x k`: a kernel size or a tensor shape."""
+
+    items: tuple["Expr", ...]
+    span: Span = _span()
+
+
+Expr = Union[Num, Bool, Name, BinOp, Neg, ListExpr, Index, Dims]
+
+
+# ---- statements ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Arg:
+    """A call argument: positional when `name` is None, else `name = value`."""
+
+    name: Optional[str]
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Let:
+    name: str
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A built-in layer or a block used as a statement: `[label:] kind args`."""
+
+    kind: str
+    args: tuple[Arg, ...]
+    label: Optional[str] = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Residual:
+    body: tuple["Stmt", ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """`shortcut KIND [args]` (built-in kinds) or `shortcut { ... }` (custom branch)."""
+
+    kind: Optional[str]
+    args: tuple[Arg, ...] = ()
+    body: Optional[tuple["Stmt", ...]] = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Merge:
+    op: str
+    span: Span = _span()
+
+
+Stmt = Union[Let, Layer, Residual, Shortcut, Merge]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Optional[Expr] = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple[Arg, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Input:
+    shape: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Group:
+    """`stem { ... }` or `head { ... }`: layers at the network's top level, grouped for reading."""
+
+    kind: str
+    body: tuple[Stmt, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """`stage NAME = count x block(args)`; count is None when written without `x`."""
+
+    name: str
+    count: Optional[Expr]
+    call: Call
+    span: Span = _span()
+
+
+NetStmt = Union[Let, Layer, Input, Group, Stage]
+
+
+# ---- top level -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Use:
+    """`use std` (a bundled library) or `use "other.res"` (a path relative to this file)."""
+
+    target: str
+    is_path: bool
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class NetworkDef:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[NetStmt, ...]
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class NetworkInst:
+    """`network resnet50 = resnet(bottleneck, [3, 4, 6, 3])`."""
+
+    name: str
+    call: Call
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+Item = Union[Use, BlockDef, NetworkDef, NetworkInst, Let]
+
+
+@dataclass(frozen=True)
+class Module:
+    file: str
+    items: tuple[Item, ...]
+    span: Span = _span()
