@@ -36,6 +36,7 @@ class ResdslError(Exception):
         self.span = span
         self.hint = hint
         self.notes = tuple(notes)
+        self.sources: dict[str, str] = {}  # texts the spans point into, for rendering
         if code is not None:
             self.code = code
 

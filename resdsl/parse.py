@@ -260,7 +260,7 @@ class _Parser:
         self.comments: list[Token] = []
         self.lark = Lark(grammar_file().read_text(encoding="utf-8"), parser="lalr",
                          lexer="contextual", propagate_positions=True, maybe_placeholders=True,
-                         postlex=self.layout,
+                         postlex=self.layout, cache=_cache_file(),
                          lexer_callbacks={"COMMENT": self.comments.append})
 
     def parse(self, text: str, file: str) -> tuple[n.Module, list[Token]]:
@@ -275,6 +275,23 @@ class _Parser:
                 raise e.orig_exc from None
             finally:
                 self.to_ast.depth.clear()
+
+
+def _cache_file() -> str | bool:
+    """Lark caches the LALR tables (checked against the grammar's hash) in the user's own
+    cache folder, so start-up stays fast; a pickle is never read from a shared folder."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "resdsl")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    if not os.access(folder, os.W_OK):
+        return False
+    from . import __version__
+    return os.path.join(folder, f"lalr-{__version__}.cache")
 
 
 @lru_cache(maxsize=None)

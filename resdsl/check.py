@@ -1,0 +1,255 @@
+"""Checks that need no values or shapes: names, argument lists, block structure, recursion.
+
+Runs over every definition of a file, so a template nobody instantiates is still checked, and
+it collects every independent error instead of stopping at the first.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from . import nodes as n
+from .elaborate import bind_shape
+from .errors import Collector, ResdslError, Span, SpecNameError, SpecValueError, did_you_mean
+from .layers import LAYERS, MERGES, REQUIRED, SHORTCUTS
+from .loader import Scope
+
+
+def check_scope(scope: Scope) -> list[ResdslError]:
+    """Every static error in the module's own definitions."""
+    errors = Collector()
+    for item in scope.module.items:
+        if isinstance(item, (n.BlockDef, n.NetworkDef)):
+            _Definition(scope, errors).run(item)
+        elif isinstance(item, n.NetworkInst):
+            _Definition(scope, errors).call(item.call, set(), network=True)
+        elif isinstance(item, n.Let):
+            _Definition(scope, errors).expr(item.value, set())
+    _recursion(scope, errors)
+    return errors.errors
+
+
+class _Definition:
+    """Walks one block or network definition, tracking the local names in force."""
+
+    def __init__(self, scope: Scope, errors: Collector):
+        self.scope = scope
+        self.errors = errors
+
+    def run(self, d: n.BlockDef | n.NetworkDef) -> None:
+        if isinstance(d, n.BlockDef) and d.name in LAYERS:
+            self.errors.add(SpecNameError(f"block '{d.name}' has the name of a built-in layer",
+                                          d.name_span, "choose another name", code="E202"))
+        local: set[str] = set()
+        for p in d.params:
+            if p.name in local:
+                self.errors.add(SpecNameError(f"parameter '{p.name}' is declared twice", p.span,
+                                              code="E202"))
+            if p.default is not None:
+                self.expr(p.default, local)
+            local.add(p.name)
+        if isinstance(d, n.BlockDef):
+            self.block_structure(d.body)
+        self.stmts(d.body, local)
+
+    def stmts(self, body: Iterable, local: set[str]) -> None:
+        for st in body:
+            if isinstance(st, n.Let):
+                self.expr(st.value, local)
+                local.add(st.name)
+            elif isinstance(st, n.Layer):
+                self.layer(st, local)
+            elif isinstance(st, n.Residual):
+                self.stmts(st.body, local)
+                for inner in st.body:
+                    if isinstance(inner, (n.Residual, n.Shortcut, n.Merge)):
+                        self.errors.add(SpecValueError(
+                            "`residual`, `shortcut` and `merge` cannot appear inside `residual`",
+                            inner.span, "put the nested unit in a block of its own and use it",
+                            code="E308"))
+            elif isinstance(st, n.Shortcut):
+                self.shortcut(st, local)
+            elif isinstance(st, n.Merge):
+                if st.op not in MERGES:
+                    self.errors.add(SpecNameError(f"unknown merge '{st.op}'", st.span,
+                                                  did_you_mean(st.op, MERGES), code="E201"))
+            elif isinstance(st, n.Group):
+                self.stmts(st.body, local)
+            elif isinstance(st, n.Stage):
+                if st.count is not None:
+                    self.expr(st.count, local)
+                self.call(st.call, local)
+            elif isinstance(st, n.Input):
+                self.expr(st.shape, local)
+
+    def layer(self, st: n.Layer, local: set[str]) -> None:
+        for a in st.args:
+            if not (a.name is None and isinstance(a.value, n.Name) and _is_flag(st.kind, a.value.id)):
+                self.expr(a.value, local)
+        if st.kind in local:
+            return
+        if st.kind in LAYERS:
+            kind = LAYERS[st.kind]
+            names = [p.name for p in kind.params]
+            bound = self._try(lambda: bind_shape(names, st.args, f"`{st.kind}`", st.span,
+                                                 kind.flags))
+            for p in kind.params:
+                if bound is not None and p.default is REQUIRED and p.name not in bound:
+                    self.errors.add(SpecNameError(f"`{st.kind}` needs its '{p.name}' argument",
+                                                  st.span, code="E204"))
+            return
+        self.call(n.Call(st.kind, st.args, st.span), local)
+
+    def call(self, c: n.Call, local: set[str], network: bool = False) -> None:
+        for a in c.args:
+            self.expr(a.value, local)
+        if c.name in local:
+            return
+        found = self.scope.lookup(c.name)
+        want = n.NetworkDef if network else n.BlockDef
+        if found is None or not isinstance(found[0], want):
+            what = "network template" if network else "block"
+            pool = [k for k, (d, _) in self.scope.names.items() if isinstance(d, want)]
+            if not network:
+                pool += sorted(local)
+            hint = did_you_mean(c.name, pool + ([] if network else list(LAYERS)))
+            if found is None:
+                msg = f"unknown {what} '{c.name}'"
+            else:
+                msg = f"'{c.name}' is not a {what}"
+            self.errors.add(SpecNameError(msg, _name_span(c), hint, code="E201"))
+            return
+        params = found[0].params
+        names = [p.name for p in params]
+        bound = self._try(lambda: bind_shape(names, c.args, f"'{c.name}'", c.span))
+        if bound is None:
+            return
+        missing = [p.name for p in params if p.default is None and p.name not in bound]
+        if missing:
+            self.errors.add(SpecNameError(
+                f"'{c.name}' needs an argument for {', '.join(repr(m) for m in missing)}",
+                c.span, f"parameters: {', '.join(names)}", code="E204"))
+
+    def shortcut(self, st: n.Shortcut, local: set[str]) -> None:
+        if st.kind is None:
+            self.stmts(st.body or (), local)
+            return
+        if st.kind not in SHORTCUTS:
+            self.errors.add(SpecNameError(f"unknown shortcut kind '{st.kind}'", st.span,
+                                          did_you_mean(st.kind, SHORTCUTS)
+                                          or f"kinds: {', '.join(SHORTCUTS)}", code="E201"))
+            return
+        self._try(lambda: bind_shape([], st.args, f"shortcut {st.kind}", st.span,
+                                     SHORTCUTS[st.kind]))
+
+    def expr(self, e: n.Expr, local: set[str]) -> None:
+        stack = [e]
+        while stack:
+            x = stack.pop()
+            if isinstance(x, n.Name):
+                if x.id not in local and self.scope.lookup(x.id) is None:
+                    self.errors.add(SpecNameError(
+                        f"unknown name '{x.id}'", x.span,
+                        did_you_mean(x.id, list(local) + list(self.scope.names)), code="E201"))
+            elif isinstance(x, n.BinOp):
+                stack += [x.left, x.right]
+            elif isinstance(x, n.Neg):
+                stack.append(x.operand)
+            elif isinstance(x, (n.ListExpr, n.Dims)):
+                stack += list(x.items)
+            elif isinstance(x, n.Index):
+                stack += [x.target, x.index]
+
+    def block_structure(self, body: tuple) -> None:
+        """Order inside a block: [layers] residual shortcut [merge] [layers]."""
+        seen: dict[type, n.Stmt] = {}
+        for st in body:
+            kind = type(st)
+            if kind in (n.Residual, n.Shortcut, n.Merge) and kind in seen:
+                self._structure(f"a block has one `{_word(kind)}`", st,
+                                notes=[(seen[kind].span, "first here")])
+            if kind is n.Shortcut and n.Residual not in seen:
+                self._structure("`shortcut` comes after a `residual { ... }` branch", st)
+            if kind is n.Merge and n.Shortcut not in seen:
+                self._structure("`merge` comes after `shortcut`", st)
+            if kind is n.Merge and n.Shortcut in seen and getattr(seen[n.Shortcut], "kind", "") == "none":
+                self._structure("`shortcut none` has nothing to merge", st,
+                                hint="remove the `merge` line")
+            if kind is n.Layer and n.Residual in seen and n.Merge not in seen and not (
+                    n.Shortcut in seen and getattr(seen[n.Shortcut], "kind", "") == "none"):
+                self._structure("a layer between `residual` and `merge`", st,
+                                hint="move it into the residual branch, or after `merge`")
+            seen.setdefault(kind, st)
+        if n.Residual in seen and n.Shortcut not in seen:
+            self._structure("a `residual` branch needs a `shortcut`", seen[n.Residual],
+                            hint="add `shortcut identity`, `shortcut projection`, "
+                                 "`shortcut pad` or `shortcut none`")
+
+    def _structure(self, msg: str, st, hint: str | None = None, notes=()) -> None:
+        self.errors.add(SpecValueError(msg, st.span, hint, code="E308", notes=notes))
+
+    def _try(self, fn):
+        try:
+            return fn()
+        except ResdslError as e:
+            self.errors.add(e)
+            return None
+
+
+def _is_flag(kind: str, name: str) -> bool:
+    return kind in LAYERS and name in LAYERS[kind].flags
+
+
+def _word(kind: type) -> str:
+    return {n.Residual: "residual", n.Shortcut: "shortcut", n.Merge: "merge"}[kind]
+
+
+def _name_span(c: n.Call) -> Span:
+    s = c.span
+    return Span(s.file, s.line, s.col, s.line, s.col + len(c.name))
+
+
+def _recursion(scope: Scope, errors: Collector) -> None:
+    """A block that uses itself, directly or through others, would never finish expanding."""
+    graph: dict[str, list[tuple[str, Span]]] = {}
+    for item in scope.module.items:
+        if isinstance(item, n.BlockDef):
+            graph[item.name] = list(_block_uses(item, scope))
+    reported: set[frozenset] = set()
+    for start in graph:
+        path = _cycle(graph, start)
+        if path and frozenset(name for name, _ in path) not in reported:
+            reported.add(frozenset(name for name, _ in path))
+            chain = " -> ".join([start] + [name for name, _ in path])
+            errors.add(SpecNameError(f"block '{start}' uses itself: {chain}", path[0][1],
+                                     "a block cannot contain itself", code="E205"))
+
+
+def _block_uses(d: n.BlockDef, scope: Scope):
+    params = {p.name for p in d.params}
+    stack: list = list(d.body)
+    while stack:
+        st = stack.pop()
+        if isinstance(st, n.Residual):
+            stack += list(st.body)
+        elif isinstance(st, n.Shortcut) and st.body:
+            stack += list(st.body)
+        elif isinstance(st, n.Layer) and st.kind not in params and st.kind not in LAYERS:
+            found = scope.lookup(st.kind)
+            if found and isinstance(found[0], n.BlockDef) and found[1] is scope:
+                yield st.kind, st.span
+
+
+def _cycle(graph: dict[str, list[tuple[str, Span]]], start: str):
+    """A path of (block, span) edges from start back to start, if there is one."""
+    stack = [(start, [])]
+    seen = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt, span in graph.get(node, ()):
+            if nxt == start:
+                return path + [(nxt, span)]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, path + [(nxt, span)]))
+    return None
+

@@ -1,0 +1,662 @@
+"""Stage 2: AST -> instance tree. Evaluates expressions, binds arguments, instantiates blocks,
+expands stages and names every layer. No shapes yet: `graph.py` adds them.
+
+The expansion limit is enforced while expanding (a stage's size is known from its first two
+blocks before the rest are built), so a repeat count of 10**12 costs nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Union
+
+from . import nodes as n
+from .errors import LimitError, Span, SpecNameError, SpecValueError, did_you_mean
+from .layers import BOOL, FLOAT, INT, LAYERS, MERGES, NONNEG, PAIR, POS, PROB, REQUIRED, SHORTCUTS
+from .loader import Program, Scope
+
+MAX_LAYERS = 100_000
+MAX_BLOCK_DEPTH = 32
+MAX_INT = 2 ** 62
+MAX_LIST = 10_000
+
+
+# ---- values --------------------------------------------------------------------------------
+
+class DimsValue(tuple):
+    """The value of `3x3` or `3 x 224 x 224`."""
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """A block as a value: passed as an argument, used as a statement or in a stage."""
+
+    defn: n.BlockDef
+    scope: Scope
+
+    @property
+    def name(self) -> str:
+        return self.defn.name
+
+
+Value = Union[int, float, bool, tuple, DimsValue, BlockRef]
+
+
+def describe(v: Value) -> str:
+    if isinstance(v, bool):
+        return f"the boolean {str(v).lower()}"
+    if isinstance(v, int):
+        return f"the integer {v}"
+    if isinstance(v, float):
+        return f"the number {v}"
+    if isinstance(v, DimsValue):
+        return f"the size {'x'.join(map(str, v))}"
+    if isinstance(v, tuple):
+        return f"a list of {len(v)}"
+    return f"the block '{v.name}'"
+
+
+# ---- the instance tree ---------------------------------------------------------------------
+
+@dataclass
+class LayerNode:
+    name: str           # within its parent: conv1, fc, downsample.0
+    path: str           # dotted from the network: layer1.0.conv1
+    kind: str
+    attrs: dict[str, Any]
+    span: Span
+
+
+@dataclass
+class ShortcutNode:
+    kind: str           # identity | pad | projection | avgdown | none | custom
+    path: str           # layer1.0.downsample
+    span: Span
+    always: bool = False
+    body: list["Node"] = field(default_factory=list)
+
+
+@dataclass
+class BlockNode:
+    name: str
+    path: str
+    block: str          # the block definition's name
+    span: Span
+    args: dict[str, Any] = field(default_factory=dict)
+    pre: list["Node"] = field(default_factory=list)
+    residual: Optional[list["Node"]] = None
+    shortcut: Optional[ShortcutNode] = None
+    merge: Optional[str] = None
+    post: list["Node"] = field(default_factory=list)
+
+
+@dataclass
+class GroupNode:
+    kind: str           # stem | head
+    items: list["Node"]
+    span: Span
+
+
+@dataclass
+class StageNode:
+    name: str
+    path: str
+    blocks: list[BlockNode]
+    span: Span
+
+
+@dataclass
+class NetNode:
+    name: str
+    input: tuple[int, int, int]
+    items: list["Node"]
+    span: Span
+    input_span: Span
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+Node = Union[LayerNode, BlockNode, GroupNode, StageNode]
+
+
+# ---- environments --------------------------------------------------------------------------
+
+class Env:
+    """Variables of one definition body (parameters and lets) over its module's scope."""
+
+    def __init__(self, scope: Scope, elab: "Elaborator", values: dict[str, Value] | None = None):
+        self.scope = scope
+        self.elab = elab
+        self.vars: dict[str, Value] = dict(values or {})
+
+    def lookup(self, name: str, span: Span) -> Value:
+        if name in self.vars:
+            return self.vars[name]
+        found = self.scope.lookup(name)
+        if found is None:
+            raise SpecNameError(f"unknown name '{name}'", span, did_you_mean(name, self.names()),
+                                code="E201")
+        defn, scope = found
+        if isinstance(defn, n.BlockDef):
+            return BlockRef(defn, scope)
+        if isinstance(defn, n.Let):
+            return self.elab.constant(defn, scope)
+        raise SpecValueError(f"'{name}' is a network, not a value", span,
+                             "networks cannot be passed as arguments", code="E304")
+
+    def names(self) -> list[str]:
+        return list(self.vars) + list(self.scope.names) + list(LAYERS)
+
+
+# ---- expressions ---------------------------------------------------------------------------
+
+def evaluate(e: n.Expr, env: Env) -> Value:
+    """The value of an expression: integers stay exact, `/` must divide evenly."""
+    if isinstance(e, n.Num):
+        return _check_int(e.value, e.span)
+    if isinstance(e, n.Bool):
+        return e.value
+    if isinstance(e, n.Name):
+        return env.lookup(e.id, e.span)
+    if isinstance(e, n.Neg):
+        v = _number(evaluate(e.operand, env), e.operand.span, "negate")
+        return _check_int(-v, e.span)
+    if isinstance(e, n.BinOp):
+        return _binop(e, evaluate(e.left, env), evaluate(e.right, env))
+    if isinstance(e, n.ListExpr):
+        return tuple(evaluate(x, env) for x in e.items)
+    if isinstance(e, n.Dims):
+        return DimsValue(_integer(evaluate(x, env), x.span, "a size") for x in e.items)
+    if isinstance(e, n.Index):
+        return _index(e, evaluate(e.target, env), evaluate(e.index, env))
+    raise AssertionError(f"unknown expression node {e!r}")
+
+
+def _check_int(v, span: Span):
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+        raise SpecValueError(f"integer {_short(v)} is out of range", span,
+                             f"values are limited to ±2**62", code="E305")
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        raise SpecValueError("arithmetic overflowed to infinity", span, code="E305")
+    return v
+
+
+def _short(v: int) -> str:
+    s = str(v) if abs(v) < 10 ** 40 else f"with {len(str(abs(v)))} digits"
+    return s
+
+
+def _number(v: Value, span: Span, what: str) -> Union[int, float]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise SpecValueError(f"cannot {what} {describe(v)}", span, code="E304")
+    return v
+
+
+def _integer(v: Value, span: Span, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise SpecValueError(f"{what} must be an integer, not {describe(v)}", span, code="E304")
+    return v
+
+
+def _binop(e: n.BinOp, a: Value, b: Value) -> Value:
+    if isinstance(a, tuple) and not isinstance(a, DimsValue):
+        return _list_op(e, a, b)
+    what = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": "divide",
+            "%": "take the remainder of"}[e.op]
+    x, y = _number(a, e.left.span, what), _number(b, e.right.span, what)
+    if e.op == "+":
+        return _check_int(x + y, e.span)
+    if e.op == "-":
+        return _check_int(x - y, e.span)
+    if e.op == "*":
+        return _check_int(x * y, e.span)
+    if y == 0:
+        raise SpecValueError("division by zero", e.right.span, code="E303")
+    if e.op == "//":
+        return _check_int(x // y, e.span)
+    if e.op == "%":
+        return _check_int(x % y, e.span)
+    if isinstance(x, int) and isinstance(y, int):
+        if x % y:
+            raise SpecValueError(f"{x} / {y} is not a whole number", e.span,
+                                 "use // to round down, or change the values so they divide",
+                                 code="E302")
+        return x // y
+    return _check_int(x / y, e.span)
+
+
+def _list_op(e: n.BinOp, a: tuple, b: Value) -> Value:
+    if e.op == "+" and isinstance(b, tuple) and not isinstance(b, DimsValue):
+        if len(a) + len(b) > MAX_LIST:
+            raise LimitError(f"list longer than {MAX_LIST}", e.span, code="E503")
+        return a + b
+    if e.op == "*" and isinstance(b, int) and not isinstance(b, bool):
+        if b < 0 or len(a) * b > MAX_LIST:
+            raise LimitError(f"list of {len(a)} repeated {b} times is out of range", e.span,
+                             code="E503")
+        return a * b
+    raise SpecValueError(f"cannot use '{e.op}' on a list and {describe(b)}", e.span,
+                         "lists support + (join) and * (repeat)", code="E304")
+
+
+def _index(e: n.Index, target: Value, index: Value) -> Value:
+    if not isinstance(target, tuple):
+        raise SpecValueError(f"cannot index {describe(target)}", e.target.span, code="E304")
+    i = _integer(index, e.index.span, "an index")
+    if not -len(target) <= i < len(target):
+        raise SpecValueError(f"index {i} is out of range for a list of {len(target)}",
+                             e.index.span, code="E306")
+    return target[i]
+
+
+# ---- argument binding ----------------------------------------------------------------------
+
+def bind_shape(names: list[str], args: Iterable[n.Arg], what: str, span: Span,
+               flags: tuple[str, ...] = ()) -> dict[str, n.Arg]:
+    """Match call arguments to parameter names (no evaluation): too many, unknown, twice.
+
+    A positional argument that is a bare name in `flags` sets that flag: `bn(zero_init)`.
+    """
+    bound: dict[str, n.Arg] = {}
+    positional = 0
+    seen_keyword = False
+    for arg in args:
+        if arg.name is None and isinstance(arg.value, n.Name) and arg.value.id in flags:
+            key = arg.value.id
+        elif arg.name is None:
+            if seen_keyword:
+                raise SpecNameError("positional argument after a keyword argument", arg.span,
+                                    "put positional arguments first", code="E203")
+            while positional < len(names) and names[positional] in bound:
+                positional += 1
+            if positional >= len(names):
+                raise SpecNameError(f"{what} takes at most {len(names)} positional "
+                                    f"argument{'s' if len(names) != 1 else ''}", arg.span,
+                                    _signature_hint(what, names), code="E204")
+            key = names[positional]
+            positional += 1
+        else:
+            seen_keyword = True
+            key = arg.name
+            if key not in names:
+                raise SpecNameError(f"{what} has no parameter '{key}'", arg.span,
+                                    did_you_mean(key, names) or _signature_hint(what, names),
+                                    code="E203")
+        if key in bound:
+            raise SpecNameError(f"argument '{key}' given twice", arg.span, code="E203",
+                                notes=[(bound[key].span, "first given here")])
+        bound[key] = arg
+    return bound
+
+
+def _signature_hint(what: str, names: list[str]) -> str:
+    return f"parameters: {', '.join(names)}" if names else f"{what} takes no arguments"
+
+
+# ---- elaboration ---------------------------------------------------------------------------
+
+class Namer:
+    """Names layers within one scope: a label, else the kind and its ordinal (conv1, conv2)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.used: dict[str, Span] = {}
+
+    def name(self, kind: str, label: str | None, span: Span) -> str:
+        if label is None:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            label = f"{kind}{self.counts[kind]}"
+        self.claim(label, span)
+        return label
+
+    def claim(self, name: str, span: Span) -> None:
+        if name in self.used:
+            raise SpecNameError(f"two layers named '{name}' in one scope", span,
+                                "give one of them another label", code="E202",
+                                notes=[(self.used[name], "first named here")])
+        self.used[name] = span
+
+
+@dataclass
+class Body:
+    """What a block body elaborates to, filled in statement order."""
+
+    pre: list[Node] = field(default_factory=list)
+    residual: Optional[list[Node]] = None
+    shortcut: Optional[ShortcutNode] = None
+    merge: Optional[str] = None
+    post: list[Node] = field(default_factory=list)
+
+
+class Elaborator:
+    def __init__(self, program: Program, max_layers: int = MAX_LAYERS):
+        self.program = program
+        self.max_layers = max_layers
+        self.count = 0
+        self.depth = 0
+        self.constants: dict[int, Value] = {}
+        self.evaluating: set[int] = set()
+
+    # -- constants and counting
+    def constant(self, let: n.Let, scope: Scope) -> Value:
+        key = id(let)
+        if key not in self.constants:
+            if key in self.evaluating:
+                raise SpecNameError(f"'{let.name}' is defined in terms of itself", let.span,
+                                    code="E205")
+            self.evaluating.add(key)
+            try:
+                self.constants[key] = evaluate(let.value, Env(scope, self))
+            finally:
+                self.evaluating.discard(key)
+        return self.constants[key]
+
+    def _grow(self, k: int, span: Span) -> None:
+        self.count += k
+        if self.count > self.max_layers:
+            raise LimitError(f"the network expands to more than {self.max_layers:,} layers",
+                             span, "raise the limit with --max-layers if you mean it",
+                             code="E501")
+
+    # -- networks
+    def network(self, name: str, overrides: dict[str, Value] | None = None) -> NetNode:
+        found = self.program.root.lookup(name)
+        if found is None or isinstance(found[0], (n.BlockDef, n.Let)):
+            nets = network_names(self.program.root)
+            raise SpecNameError(f"no network named '{name}'", None,
+                                did_you_mean(name, nets) or f"networks: {', '.join(nets)}",
+                                code="E201")
+        defn, scope = found
+        env = Env(scope, self)
+        explicit: dict[str, Value] = {}
+        if isinstance(defn, n.NetworkInst):
+            call = defn.call
+            target = scope.lookup(call.name)
+            if target is None or not isinstance(target[0], n.NetworkDef):
+                raise SpecNameError(f"no network template named '{call.name}'", call.span,
+                                    did_you_mean(call.name, network_names(scope)), code="E201")
+            template, tscope = target
+            explicit = self._explicit([p.name for p in template.params], call.args, env,
+                                      f"network '{template.name}'", call.span)
+            span = defn.span
+        else:
+            template, tscope, span = defn, scope, defn.span
+        for key, value in (overrides or {}).items():
+            if key not in [p.name for p in template.params]:
+                raise SpecNameError(f"network '{template.name}' has no parameter '{key}'", span,
+                                    did_you_mean(key, [p.name for p in template.params]),
+                                    code="E203")
+            explicit[key] = value
+        values = self._complete(template.params, explicit, tscope, f"network '{template.name}'",
+                                span)
+        return self._network_body(name, template, Env(tscope, self, values), span)
+
+    def _network_body(self, name: str, t: n.NetworkDef, env: Env, span: Span) -> NetNode:
+        namer = Namer()
+        items: list[Node] = []
+        shape: tuple[int, int, int] | None = None
+        input_span = span
+        for stmt in t.body:
+            if isinstance(stmt, n.Input):
+                if shape is not None:
+                    raise SpecValueError("a network has one `input`", stmt.span, code="E307",
+                                         notes=[(input_span, "first given here")])
+                shape, input_span = self._input(stmt, env), stmt.span
+            elif isinstance(stmt, n.Group):
+                items.append(GroupNode(stmt.kind, self._sequence(stmt.body, env, namer, ""),
+                                       stmt.span))
+            elif isinstance(stmt, n.Stage):
+                namer.claim(stmt.name, stmt.span)
+                items.append(self._stage(stmt, env))
+            else:
+                items.extend(self._sequence((stmt,), env, namer, ""))
+        if shape is None:
+            raise SpecValueError(f"network '{t.name}' has no `input` line", t.span,
+                                 "add one, e.g. `input 3 x 224 x 224`", code="E307")
+        return NetNode(name, shape, items, span, input_span, dict(env.vars))
+
+    def _input(self, stmt: n.Input, env: Env) -> tuple[int, int, int]:
+        v = evaluate(stmt.shape, env)
+        if not isinstance(v, DimsValue) or len(v) != 3:
+            raise SpecValueError(f"`input` needs channels x height x width, not {describe(v)}",
+                                 stmt.shape.span, "e.g. `input 3 x 224 x 224`", code="E304")
+        for x in v:
+            if x < 1:
+                raise SpecValueError(f"input sizes must be positive, got {x}", stmt.shape.span,
+                                     code="E301")
+        return (v[0], v[1], v[2])
+
+    def _stage(self, st: n.Stage, env: Env) -> StageNode:
+        count = 1 if st.count is None else _integer(evaluate(st.count, env), st.count.span,
+                                                     "a stage's block count")
+        if count < 1:
+            raise SpecValueError(f"a stage needs at least 1 block, got {count}",
+                                 st.count.span if st.count else st.span, code="E308")
+        ref = self._block_ref(st.call.name, env, st.call.span)
+        names = [p.name for p in ref.defn.params]
+        explicit = self._explicit(names, st.call.args, env, f"block '{ref.name}'", st.call.span)
+        blocks: list[BlockNode] = []
+        for i in range(count):
+            if i == 2:  # the size of the stage is known now: check before building the rest
+                per_block = blocks[1].size  # type: ignore[attr-defined]
+                if self.count + (count - 2) * per_block > self.max_layers:
+                    raise LimitError(f"stage '{st.name}' expands to {count:,} blocks of "
+                                     f"{per_block} layers, more than the limit of "
+                                     f"{self.max_layers:,} layers", st.span,
+                                     "raise the limit with --max-layers if you mean it",
+                                     code="E501")
+            args = dict(explicit, stride=1) if i > 0 and "stride" in names else explicit
+            before = self.count
+            block = self._instantiate(ref, args, str(i), f"{st.name}.{i}", st.call.span)
+            block.size = self.count - before  # type: ignore[attr-defined]
+            blocks.append(block)
+        return StageNode(st.name, st.name, blocks, st.span)
+
+    def _block_ref(self, name: str, env: Env, span: Span) -> BlockRef:
+        if name in LAYERS and name not in env.vars:
+            raise SpecValueError(f"a stage repeats a block, and '{name}' is a built-in layer",
+                                 span, "define a block that uses it", code="E304")
+        v = env.lookup(name, span)
+        if not isinstance(v, BlockRef):
+            raise SpecValueError(f"'{name}' is {describe(v)}, not a block", span, code="E304")
+        return v
+
+    # -- calls
+    def _explicit(self, names: list[str], args: Iterable[n.Arg], env: Env, what: str,
+                  span: Span) -> dict[str, Value]:
+        bound = bind_shape(names, args, what, span)
+        return {k: evaluate(a.value, env) for k, a in bound.items()}
+
+    def _complete(self, params: Iterable[n.Param], explicit: dict[str, Value], scope: Scope,
+                  what: str, span: Span) -> dict[str, Value]:
+        """Fill defaults (evaluated in the callee's scope, seeing earlier parameters)."""
+        values: dict[str, Value] = {}
+        for p in params:
+            if p.name in explicit:
+                values[p.name] = explicit[p.name]
+            elif p.default is not None:
+                values[p.name] = evaluate(p.default, Env(scope, self, values))
+            else:
+                raise SpecNameError(f"{what} needs an argument for '{p.name}'", span,
+                                    code="E204")
+        return values
+
+    def _instantiate(self, ref: BlockRef, explicit: dict[str, Value], name: str, path: str,
+                     span: Span) -> BlockNode:
+        if self.depth >= MAX_BLOCK_DEPTH:
+            raise LimitError(f"blocks nested more than {MAX_BLOCK_DEPTH} deep", span,
+                             "does a block use itself through a block argument?", code="E502")
+        self.depth += 1
+        try:
+            values = self._complete(ref.defn.params, explicit, ref.scope,
+                                    f"block '{ref.name}'", span)
+            body = self._block_body(ref.defn, Env(ref.scope, self, values), path)
+        finally:
+            self.depth -= 1
+        return BlockNode(name, path, ref.name, span, values, body.pre, body.residual,
+                         body.shortcut, body.merge, body.post)
+
+    # -- bodies
+    def _block_body(self, defn: n.BlockDef, env: Env, path: str) -> Body:
+        namer, body = Namer(), Body()
+        for stmt in defn.body:
+            if isinstance(stmt, n.Let):
+                env.vars[stmt.name] = evaluate(stmt.value, env)
+            elif isinstance(stmt, n.Residual):
+                body.residual = self._sequence(stmt.body, env, namer, path)
+            elif isinstance(stmt, n.Shortcut):
+                body.shortcut = self._shortcut(stmt, env, path)
+            elif isinstance(stmt, n.Merge):
+                body.merge = stmt.op
+            else:
+                target = body.pre if body.residual is None else body.post
+                target.extend(self._sequence((stmt,), env, namer, path))
+        if body.shortcut is not None and body.shortcut.kind != "none" and body.merge is None:
+            body.merge = "add"
+        return body
+
+    def _shortcut(self, sc: n.Shortcut, env: Env, path: str) -> ShortcutNode:
+        spath = _join(path, "downsample")
+        if sc.kind is None:
+            namer = _IndexNamer()
+            return ShortcutNode("custom", spath, sc.span,
+                                body=self._sequence(sc.body or (), env, namer, spath))
+        flags = bind_shape([], sc.args, f"shortcut {sc.kind}", sc.span, SHORTCUTS[sc.kind])
+        self._grow({"projection": 2, "avgdown": 3}.get(sc.kind, 0), sc.span)
+        return ShortcutNode(sc.kind, spath, sc.span, always="always" in flags)
+
+    def _sequence(self, stmts: Iterable[n.Stmt], env: Env, namer: "Namer", path: str) -> list[Node]:
+        out: list[Node] = []
+        for stmt in stmts:
+            if isinstance(stmt, n.Let):
+                env.vars[stmt.name] = evaluate(stmt.value, env)
+            elif isinstance(stmt, n.Layer):
+                out.append(self._layer(stmt, env, namer, path))
+            else:  # the checker rejects these before elaboration
+                raise AssertionError(f"statement {type(stmt).__name__} in a sequence")
+        return out
+
+    def _layer(self, st: n.Layer, env: Env, namer: "Namer", path: str) -> Node:
+        if st.kind in LAYERS and st.kind not in env.vars:
+            kind = LAYERS[st.kind]
+            bound = bind_shape([p.name for p in kind.params], st.args, f"`{st.kind}`", st.span,
+                               kind.flags)
+            attrs = {p.name: self._attr(st.kind, p, bound.get(p.name), env, st.span)
+                     for p in kind.params}
+            _fill_defaults(st.kind, attrs)
+            name = namer.name(st.kind, st.label, st.span)
+            self._grow(1, st.span)
+            return LayerNode(name, _join(path, name), st.kind, attrs, st.span)
+        ref = self._block_ref_stmt(st, env)
+        explicit = self._explicit([p.name for p in ref.defn.params], st.args, env,
+                                  f"block '{ref.name}'", st.span)
+        name = namer.name(ref.name, st.label, st.span)
+        return self._instantiate(ref, explicit, name, _join(path, name), st.span)
+
+    def _block_ref_stmt(self, st: n.Layer, env: Env) -> BlockRef:
+        try:
+            v = env.lookup(st.kind, st.span)
+        except SpecNameError:
+            raise SpecNameError(f"unknown layer or block '{st.kind}'", _head_span(st),
+                                did_you_mean(st.kind, env.names()), code="E201") from None
+        if not isinstance(v, BlockRef):
+            raise SpecValueError(f"'{st.kind}' is {describe(v)}, not a layer or block",
+                                 _head_span(st), code="E304")
+        return v
+
+    def _attr(self, layer: str, p, arg: n.Arg | None, env: Env, span: Span) -> Any:
+        if arg is None:
+            if p.default is REQUIRED:
+                raise SpecNameError(f"`{layer}` needs its '{p.name}' argument", span,
+                                    _usage(layer), code="E204")
+            return (p.default, p.default) if p.type == PAIR and p.default is not None else p.default
+        if isinstance(arg.value, n.Name) and arg.name is None and arg.value.id == p.name \
+                and p.type == BOOL:
+            return True
+        return coerce(evaluate(arg.value, env), p.type, f"`{layer}` {p.name}", arg.value.span)
+
+
+class _IndexNamer(Namer):
+    """Names a custom shortcut's layers 0, 1, ... as nn.Sequential does."""
+
+    def name(self, kind: str, label: str | None, span: Span) -> str:
+        name = label or str(len(self.used))
+        self.claim(name, span)
+        return name
+
+
+def _head_span(st: n.Layer) -> Span:
+    s = st.span
+    start_col = s.col + (len(st.label) + 2 if st.label else 0)
+    return Span(s.file, s.line, start_col, s.line, start_col + len(st.kind))
+
+
+def _usage(layer: str) -> str:
+    kind = LAYERS[layer]
+    required = [p.name for p in kind.params if p.default is REQUIRED]
+    return f"usage: {layer} {', '.join(required)}" if required else f"usage: {layer}"
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def coerce(v: Value, typ: str, what: str, span: Span) -> Any:
+    """Check a layer argument's value against its declared type; pairs become (h, w)."""
+    if typ == BOOL:
+        if not isinstance(v, bool):
+            raise SpecValueError(f"{what} must be true or false, not {describe(v)}", span,
+                                 code="E304")
+        return v
+    if typ in (FLOAT, PROB):
+        x = _number(v, span, f"use as {what}")
+        if typ == PROB and not 0 <= x <= 1:
+            raise SpecValueError(f"{what} must be between 0 and 1, got {x}", span, code="E301")
+        if typ == FLOAT and x < 0:
+            raise SpecValueError(f"{what} must not be negative, got {x}", span, code="E301")
+        return float(x)
+    if typ == PAIR:
+        items = tuple(v) if isinstance(v, DimsValue) else (v, v)
+        if len(items) != 2:
+            raise SpecValueError(f"{what} must be a number or HxW, not {describe(v)}", span,
+                                 code="E304")
+        return tuple(_positive(_integer(x, span, what), span, what, zero_ok="padding" in what)
+                     for x in items)
+    x = _integer(v, span, what)
+    return _positive(x, span, what, zero_ok=typ in (NONNEG, INT))
+
+
+def _positive(x: int, span: Span, what: str, zero_ok: bool = False) -> int:
+    if x < 0 or (x == 0 and not zero_ok):
+        raise SpecValueError(f"{what} must be {'non-negative' if zero_ok else 'positive'}, "
+                             f"got {x}", span, code="E301")
+    return x
+
+
+def _fill_defaults(kind: str, a: dict[str, Any]) -> None:
+    """Defaults that depend on other arguments: padding from the kernel, pool stride."""
+    if "kernel" in a and a["kernel"] is not None:
+        dil = a.get("dilation", (1, 1))
+        if a.get("padding") is None:
+            a["padding"] = tuple((k - 1) // 2 * d for k, d in zip(a["kernel"], dil))
+        if kind != "conv" and a.get("stride") is None:
+            a["stride"] = a["kernel"]
+
+
+def network_names(scope: Scope) -> list[str]:
+    return [k for k, (d, _) in scope.names.items() if isinstance(d, (n.NetworkDef, n.NetworkInst))]
+
+
+def concrete_networks(scope: Scope) -> list[str]:
+    """The networks a file defines that can be built as they stand: instances, and templates
+    whose parameters all have defaults."""
+    out = []
+    for name, d in scope.own.items():
+        if isinstance(d, n.NetworkInst) or (
+                isinstance(d, n.NetworkDef) and all(p.default is not None for p in d.params)):
+            out.append(name)
+    return out
+
+
+def elaborate(program: Program, network: str, overrides: dict[str, Value] | None = None,
+              max_layers: int = MAX_LAYERS) -> NetNode:
+    """Build the instance tree of one network of the program's root file."""
+    return Elaborator(program, max_layers).network(network, overrides)

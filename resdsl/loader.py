@@ -1,0 +1,188 @@
+"""Stage 0: files -> parsed modules with their `use`s resolved into name scopes.
+
+A scope holds a module's own definitions and those of the modules it uses (not transitively).
+Reading never raises anything but ResdslError: missing files, directories, binary data and
+`use` cycles are all user errors with codes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+from . import nodes as n
+from .errors import Collector, InputError, ResdslError, Span, SpecNameError, did_you_mean
+from .parse import parse
+from .resources import specs_dir
+
+Definition = Union[n.BlockDef, n.NetworkDef, n.NetworkInst, n.Let]
+MAX_FILE_BYTES = 10_000_000
+
+
+@dataclass
+class Scope:
+    """The names visible inside one module: its own definitions shadow imported ones."""
+
+    module: n.Module
+    names: dict[str, tuple[Definition, "Scope"]] = field(default_factory=dict)
+    own: dict[str, Definition] = field(default_factory=dict)
+
+    def lookup(self, name: str) -> tuple[Definition, "Scope"] | None:
+        return self.names.get(name)
+
+
+@dataclass
+class Program:
+    """The root module, every module it reached, and the sources for error rendering."""
+
+    root: Scope
+    scopes: dict[str, Scope]
+    sources: dict[str, str]
+
+
+def read_text(path: str, span: Span | None = None) -> str:
+    """A spec file's text, or an InputError saying why it cannot be read."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise InputError(f"'{path}' is a directory, not a spec file", span,
+                             "pass a .res file", code="E002")
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"'{path}' is {size} bytes; specs are at most {MAX_FILE_BYTES}",
+                             span, code="E005")
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"no such file: '{path}'", span, code="E001") from None
+    except PermissionError:
+        raise InputError(f"cannot read '{path}': permission denied", span, code="E003") from None
+    except OSError as e:
+        raise InputError(f"cannot read '{path}': {e.strerror or e}", span, code="E003") from None
+    return decode(data, path, span)
+
+
+def decode(data: bytes, path: str, span: Span | None = None) -> str:
+    if b"\x00" in data:
+        raise InputError(f"'{path}' is binary data, not a spec", span,
+                         "specs are plain UTF-8 text", code="E004")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"'{path}' is not UTF-8 text (byte {e.start})", span,
+                         "specs are plain UTF-8 text", code="E004") from None
+
+
+def library_names() -> list[str]:
+    return sorted(p.stem for p in specs_dir().glob("*.res"))
+
+
+class Loader:
+    def __init__(self) -> None:
+        self.scopes: dict[str, Scope] = {}
+        self.sources: dict[str, str] = {}
+        self.loading: list[str] = []
+
+    def load_text(self, text: str, file: str, base_dir: str) -> Scope:
+        key = file if file.startswith("<") else os.path.realpath(file)
+        if key in self.scopes:
+            return self.scopes[key]
+        self.sources[file] = text
+        module = parse(text, file)
+        self.loading.append(key)
+        try:
+            scope = self._scope(module, base_dir)
+        finally:
+            self.loading.pop()
+        self.scopes[key] = scope
+        return scope
+
+    def load_file(self, path: str, span: Span | None = None) -> Scope:
+        key = os.path.realpath(path)
+        if key in self.loading:
+            chain = " -> ".join(Path(k).name for k in self.loading[self.loading.index(key):])
+            raise SpecNameError(f"`use` cycle: {chain} -> {Path(key).name}", span,
+                                "move the shared definitions into a file both can use",
+                                code="E206")
+        if key in self.scopes:
+            return self.scopes[key]
+        text = read_text(path, span)
+        return self.load_text(text, path, str(Path(path).parent))
+
+    def _scope(self, module: n.Module, base_dir: str) -> Scope:
+        scope = Scope(module)
+        errors = Collector()
+        imported: dict[str, tuple[Definition, Scope, n.Use]] = {}
+        for item in module.items:
+            if isinstance(item, n.Use):
+                try:
+                    used = self.load_file(self._resolve(item, base_dir), item.span)
+                except ResdslError as e:
+                    errors.add(e)
+                    continue
+                for name, d in used.own.items():
+                    if name in imported and imported[name][0] is not d:
+                        errors.add(SpecNameError(
+                            f"'{name}' is defined both by `use {imported[name][2].target}` "
+                            f"and by `use {item.target}`", item.span,
+                            "define it in one file only, or define it here to choose",
+                            code="E202", notes=[(imported[name][2].span, "first brought in here")]))
+                    imported[name] = (d, used, item)
+        for name, (d, used, _) in imported.items():
+            scope.names[name] = (d, used)
+        for item in module.items:
+            if isinstance(item, n.Use):
+                continue
+            name = item.name
+            if name in scope.own:
+                first = scope.own[name]
+                errors.add(SpecNameError(f"'{name}' is defined twice", _name_span(item),
+                                         f"rename one of them", code="E202",
+                                         notes=[(_name_span(first), "first defined here")]))
+                continue
+            scope.own[name] = item
+            scope.names[name] = (item, scope)
+        errors.raise_if_any()
+        return scope
+
+    def _resolve(self, use: n.Use, base_dir: str) -> str:
+        if use.is_path:
+            path = Path(base_dir) / use.target
+            if not path.exists():
+                raise SpecNameError(f"`use`: no such file '{use.target}'", use.span,
+                                    f"paths are relative to the spec's folder ({base_dir})",
+                                    code="E207")
+            return str(path)
+        path = specs_dir() / f"{use.target}.res"
+        if not path.is_file():
+            raise SpecNameError(f"no bundled library named '{use.target}'", use.span,
+                                did_you_mean(use.target, library_names())
+                                or f"bundled: {', '.join(library_names())}; "
+                                   'use "file.res" for a file of your own', code="E207")
+        return str(path)
+
+
+def _name_span(item: Definition) -> Span:
+    return getattr(item, "name_span", None) or item.span
+
+
+def load(path: str) -> Program:
+    """Read and parse a spec file and everything it `use`s."""
+    loader = Loader()
+    try:
+        root = loader.load_file(path)
+    except ResdslError as e:
+        e.sources.update(loader.sources)
+        raise
+    return Program(root, loader.scopes, loader.sources)
+
+
+def load_text(text: str, file: str = "<string>", base_dir: str = ".") -> Program:
+    """Parse spec text given directly (the API's `build(text)`)."""
+    loader = Loader()
+    try:
+        root = loader.load_text(text, file, base_dir)
+    except ResdslError as e:
+        e.sources.update(loader.sources)
+        raise
+    return Program(root, loader.scopes, loader.sources)
