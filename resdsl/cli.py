@@ -116,5 +116,105 @@ def fmt(files: tuple[str, ...], check_only: bool, diff: bool) -> None:
     sys.exit(status)
 
 
+def _shape(text: str | None) -> tuple[int, int, int] | None:
+    """`3x224x224` -> (3, 224, 224), for --input."""
+    if text is None:
+        return None
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) != 3 or not all(p.isdigit() and 0 < len(p) < 7 and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"'{text}' is not CxHxW, e.g. 3x224x224", param_hint="--input")
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
+
+
+def _select(path: str, network: str | None, input_text: str | None, max_layers: int | None,
+            all_ok: bool = False):
+    """Check a file and pick its networks: the one named, or all when the file has several."""
+    from .elaborate import MAX_LAYERS, concrete_networks
+    from .loader import load
+    from .pipeline import check_program
+
+    program = load(path)
+    names = [network] if network else concrete_networks(program.root)
+    if not names:
+        raise click.UsageError(f"{path} defines no buildable network")
+    if len(names) > 1 and not all_ok:
+        raise click.UsageError(f"{path} defines {len(names)} networks; choose one with "
+                               f"--network ({', '.join(names)})")
+    return check_program(program, networks=names, input_shape=_shape(input_text),
+                         max_layers=max_layers or MAX_LAYERS)
+
+
+_net_options = [
+    click.option("--network", "-n", metavar="NAME", help="Which network of the file."),
+    click.option("--input", "input_text", metavar="CxHxW", help="Input size (default: the spec's)."),
+    click.option("--max-layers", type=click.IntRange(min=1), default=None,
+                 help="Expansion limit in layers (default 100,000)."),
+]
+
+
+def net_options(fn):
+    for opt in reversed(_net_options):
+        fn = opt(fn)
+    return fn
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@net_options
+@click.option("--depth", "-d", type=click.IntRange(min=1), default=2, show_default=True,
+              help="1: stages, 2: blocks, 3: layers, deeper for nested blocks.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def summary(file: str, network: str | None, input_text: str | None, max_layers: int | None,
+            depth: int, as_json: bool) -> None:
+    """Parameters, MACs and output shapes, per stage, block or layer.
+
+    Without --network, a file of several networks gets one line per network."""
+    from . import summary as s
+
+    def run() -> int:
+        result = _select(file, network, input_text, max_layers, all_ok=True)
+        graphs = result.graphs
+        if len(graphs) == 1:
+            g = next(iter(graphs.values()))
+            click.echo(s.to_json(g, depth) if as_json else s.table(g, depth), nl=False)
+        elif as_json:
+            import json
+            click.echo(json.dumps({k: json.loads(s.to_json(g, depth)) for k, g in graphs.items()},
+                                  indent=1))
+        else:
+            click.echo(s.overview(graphs), nl=False)
+        return 0
+    sys.exit(guarded(run))
+
+
+@main.command("compile")
+@click.argument("file", type=click.Path(dir_okay=True))
+@net_options
+@click.option("--emit", type=click.Choice(["ir", "json", "summary"]), default="ir",
+              show_default=True, help="What to write.")
+@click.option("-o", "--output", metavar="PATH", default="-", show_default=True,
+              help="Where to write it ('-' for stdout).")
+def compile_(file: str, network: str | None, input_text: str | None, max_layers: int | None,
+             emit: str, output: str) -> None:
+    """Compile a network of a spec file and write the chosen form."""
+    from . import ir
+    from . import summary as s
+    from .graph import totals
+
+    def run() -> int:
+        result = _select(file, network, input_text, max_layers)
+        name, g = next(iter(result.graphs.items()))
+        text = {"ir": ir.to_text, "json": ir.to_json, "summary": s.table}[emit](g)
+        if output == "-":
+            click.echo(text, nl=False)
+        else:
+            Path(output).write_text(text, encoding="utf-8")
+        t = totals(g)
+        click.echo(f"{name}: {t['params']:,} params, {t['macs'] / 1e9:.3f} GMACs, output "
+                   f"{ir.shape_str(g.nodes['output']['shape'])}", err=True)
+        return 0
+    sys.exit(guarded(run))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -87,6 +87,7 @@ class BlockNode:
     shortcut: Optional[ShortcutNode] = None
     merge: Optional[str] = None
     post: list["Node"] = field(default_factory=list)
+    merge_span: Optional[Span] = None
 
 
 @dataclass
@@ -324,6 +325,7 @@ class Body:
     shortcut: Optional[ShortcutNode] = None
     merge: Optional[str] = None
     post: list[Node] = field(default_factory=list)
+    merge_span: Optional[Span] = None
 
 
 class Elaborator:
@@ -492,7 +494,7 @@ class Elaborator:
         finally:
             self.depth -= 1
         return BlockNode(name, path, ref.name, span, values, body.pre, body.residual,
-                         body.shortcut, body.merge, body.post)
+                         body.shortcut, body.merge, body.post, body.merge_span)
 
     # -- bodies
     def _block_body(self, defn: n.BlockDef, env: Env, path: str) -> Body:
@@ -505,12 +507,12 @@ class Elaborator:
             elif isinstance(stmt, n.Shortcut):
                 body.shortcut = self._shortcut(stmt, env, path)
             elif isinstance(stmt, n.Merge):
-                body.merge = stmt.op
+                body.merge, body.merge_span = stmt.op, stmt.span
             else:
                 target = body.pre if body.residual is None else body.post
                 target.extend(self._sequence((stmt,), env, namer, path))
         if body.shortcut is not None and body.shortcut.kind != "none" and body.merge is None:
-            body.merge = "add"
+            body.merge, body.merge_span = "add", body.shortcut.span
         return body
 
     def _shortcut(self, sc: n.Shortcut, env: Env, path: str) -> ShortcutNode:

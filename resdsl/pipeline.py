@@ -1,4 +1,4 @@
-"""The one function that chains the stages: load -> check -> elaborate (-> graph, later).
+"""The one function that chains the stages: load -> check -> elaborate -> graph (shapes).
 
 Every command goes through here, so `check` validates exactly what `compile` would build.
 """
@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import networkx as nx
+
 from .check import check_scope
 from .elaborate import MAX_LAYERS, NetNode, Value, concrete_networks, elaborate
 from .errors import Collector, ResdslError
+from .graph import build_graph
 from .loader import Program, load, load_text
 
 
@@ -18,13 +21,16 @@ class Checked:
 
     program: Program
     networks: dict[str, NetNode] = field(default_factory=dict)
+    graphs: dict[str, nx.DiGraph] = field(default_factory=dict)
 
 
 def check_program(program: Program, networks: list[str] | None = None,
                   overrides: dict[str, Value] | None = None,
-                  max_layers: int = MAX_LAYERS) -> Checked:
-    """Static checks over the whole file, then elaboration of each network asked for (by
-    default every concrete one); all independent errors are raised together."""
+                  max_layers: int = MAX_LAYERS,
+                  input_shape: tuple[int, int, int] | None = None) -> Checked:
+    """Static checks over the whole file, then elaboration and shape inference of each
+    network asked for (by default every concrete one); all independent errors are raised
+    together."""
     errors = Collector()
     for err in check_scope(program.root):
         errors.add(err)
@@ -32,7 +38,9 @@ def check_program(program: Program, networks: list[str] | None = None,
     if not errors.errors:
         for name in networks if networks is not None else concrete_networks(program.root):
             try:
-                result.networks[name] = elaborate(program, name, overrides, max_layers)
+                net = elaborate(program, name, overrides, max_layers)
+                result.networks[name] = net
+                result.graphs[name] = build_graph(net, input_shape)
             except ResdslError as e:
                 errors.add(e)
     _dedupe(errors)

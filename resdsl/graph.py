@@ -1,0 +1,180 @@
+"""Stage 3: instance tree -> graph IR, with shapes and counts inferred as each node is added.
+
+Shapes are needed while building: a `projection` shortcut is the identity where the residual
+branch keeps the shape and a 1x1 conv + bn where it does not. On a shape error the partial
+graph and the offending node travel with the exception, so `draw` can show the mistake.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import networkx as nx
+
+from . import ir
+from .elaborate import BlockNode, GroupNode, LayerNode, NetNode, Node, ShortcutNode, StageNode
+from .errors import ResdslError, ShapeError, Span, SpecNameError
+from .infer import cost, infer_shape
+from .ir import shape_str
+
+# Layer kinds whose attributes pass to the IR unchanged (conv and fc gain their input size).
+_KEEP = {op: set(attrs) for op, attrs in ir.OPS.items()}
+
+
+@dataclass(frozen=True)
+class Ctx:
+    stage: Optional[str] = None
+    block: Optional[str] = None
+
+
+class Builder:
+    def __init__(self, net: NetNode, input_shape: tuple[int, int, int] | None = None):
+        shape = tuple(input_shape or net.input)
+        self.g = nx.DiGraph(name=net.name, input=shape, groups={})
+        self.net = net
+        self.g.add_node("input", op="input", attrs={}, shape=shape, stage=None, block=None,
+                        span=net.input_span, params=0, buffers=0, macs=0, elementwise=0)
+
+    def build(self) -> nx.DiGraph:
+        out = self.seq(self.net.items, "input", Ctx())
+        self.add("output", "output", {}, [out], self.net.span, Ctx())
+        return self.g
+
+    # -- nodes
+    def add(self, name: str, op: str, attrs: dict[str, Any], srcs: list[str], span: Span,
+            ctx: Ctx, edges: list[dict] | None = None) -> str:
+        if name in self.g:
+            raise SpecNameError(f"two nodes named '{name}'", span,
+                                "labels must not repeat a generated name", code="E202",
+                                notes=[(self.g.nodes[name]["span"], "first here")])
+        in_shapes = [self.g.nodes[s]["shape"] for s in srcs]
+        attrs = {k: attrs[k] for k in ir.OPS[op]}  # one attribute order, the op set's
+        self.g.add_node(name, op=op, attrs=attrs, stage=ctx.stage, block=ctx.block, span=span)
+        for i, s in enumerate(srcs):
+            self.g.add_edge(s, name, **((edges or [{}] * len(srcs))[i]))
+        try:
+            shape = infer_shape(op, attrs, in_shapes)
+        except ShapeError as e:
+            raise self._locate(e, name, span) from None
+        self.g.nodes[name].update(shape=shape, **cost(op, attrs, in_shapes[0] if in_shapes else
+                                                     shape, shape))
+        return name
+
+    def _locate(self, e: ResdslError, name: str, span: Span) -> ResdslError:
+        e.span = e.span or span
+        e.partial_graph = self.g  # type: ignore[attr-defined]
+        e.node = name  # type: ignore[attr-defined]
+        return e
+
+    def shape(self, v: str) -> tuple[int, ...]:
+        return self.g.nodes[v]["shape"]
+
+    # -- structure
+    def seq(self, items: list[Node], cur: str, ctx: Ctx) -> str:
+        for item in items:
+            if isinstance(item, LayerNode):
+                cur = self.layer(item, cur, ctx)
+            elif isinstance(item, BlockNode):
+                self.g.graph["groups"][item.path] = item.block
+                cur = self.block(item, cur, Ctx(ctx.stage, item.path))
+            elif isinstance(item, GroupNode):
+                self.g.graph["groups"][item.kind] = item.kind
+                cur = self.seq(item.items, cur, Ctx(item.kind, ctx.block))
+            elif isinstance(item, StageNode):
+                kinds = sorted({b.block for b in item.blocks})
+                self.g.graph["groups"][item.name] = f"{len(item.blocks)} x {'/'.join(kinds)}"
+                for b in item.blocks:
+                    self.g.graph["groups"][b.path] = b.block
+                    cur = self.block(b, cur, Ctx(item.name, b.path))
+        return cur
+
+    def layer(self, node: LayerNode, cur: str, ctx: Ctx) -> str:
+        attrs = {k: v for k, v in node.attrs.items() if k in _KEEP[node.kind]}
+        shape = self.shape(cur)
+        if node.kind == "conv":
+            attrs["in_channels"] = shape[0]
+        if node.kind == "fc":
+            attrs["in_features"] = shape[0]
+        return self.add(node.path, node.kind, attrs, [cur], node.span, ctx)
+
+    def block(self, b: BlockNode, cur: str, ctx: Ctx) -> str:
+        x = self.seq(b.pre, cur, ctx)
+        if b.residual is None:
+            return x
+        r = self.seq(b.residual, x, ctx)
+        sc = b.shortcut
+        assert sc is not None, "the checker requires a shortcut after a residual"
+        if sc.kind == "none":
+            return self.seq(b.post, r, ctx)
+        s, kind = self.shortcut(sc, x, r, ctx)
+        merge = f"{b.path}.add"
+        try:
+            out = self.add(merge, "add", {}, [r, s], b.merge_span or sc.span, ctx,
+                           [{"port": 0}, {"port": 1, "shortcut": kind}])
+        except ShapeError as e:
+            e.message = (f"cannot add the residual branch ({shape_str(self.shape(r))}) and the "
+                         f"shortcut ({shape_str(self.shape(s))}) in block '{b.path}'")
+            e.notes = ((self.g.nodes[r]["span"], f"residual branch ends here: "
+                                                 f"{shape_str(self.shape(r))}"),
+                       (sc.span, f"shortcut ({kind}): {shape_str(self.shape(s))}"))
+            e.hint = "make the branches agree in channels and stride"
+            raise
+        return self.seq(b.post, out, ctx)
+
+    def shortcut(self, sc: ShortcutNode, x: str, r: str, ctx: Ctx) -> tuple[str, str]:
+        """The shortcut's output node and the kind it resolved to (`identity` where the
+        residual branch keeps the shape, unless the kind always projects)."""
+        xs, rs = self.shape(x), self.shape(r)
+        if sc.kind == "custom":
+            return self.seq(sc.body, x, ctx), "custom"
+        same = xs == rs
+        if sc.kind == "identity" or (same and not sc.always):
+            if not same:
+                raise self._locate(ShapeError(
+                    f"`shortcut identity`, but the residual branch changes the shape: "
+                    f"{shape_str(xs)} -> {shape_str(rs)}", sc.span,
+                    "use `shortcut projection` (option B) or `shortcut pad` (option A)",
+                    code="E407"), f"{sc.path}", sc.span)
+            return x, "identity"
+        if len(xs) != 3 or len(rs) != 3:
+            raise self._locate(ShapeError("a shortcut needs feature maps on both branches",
+                                          sc.span, code="E404"), sc.path, sc.span)
+        stride = tuple(max(1, -(-a // b)) for a, b in zip(xs[1:], rs[1:]))
+        if sc.kind == "pad":
+            return self._pad(sc, x, xs, rs, stride, ctx), "pad"
+        src = x
+        index = 0
+        if sc.kind == "avgdown":
+            if stride != (1, 1):
+                src = self.add(f"{sc.path}.0", "avgpool", {
+                    "kernel": stride, "stride": stride, "padding": (0, 0), "ceil_mode": True,
+                    "count_include_pad": False}, [x], sc.span, ctx)
+            index = 1
+            stride = (1, 1)
+        conv = self.add(f"{sc.path}.{index}", "conv", {
+            "in_channels": xs[0], "out": rs[0], "kernel": (1, 1), "stride": stride,
+            "padding": (0, 0), "groups": 1, "dilation": (1, 1), "bias": False},
+            [src], sc.span, ctx)
+        bn = self.add(f"{sc.path}.{index + 1}", "bn", {"zero_init": False, "eps": 1e-5,
+                                                      "momentum": 0.1}, [conv], sc.span, ctx)
+        return bn, sc.kind
+
+    def _pad(self, sc: ShortcutNode, x: str, xs, rs, stride, ctx: Ctx) -> str:
+        if rs[0] < xs[0] or stride[0] != stride[1]:
+            raise self._locate(ShapeError(
+                f"`shortcut pad` cannot turn {shape_str(xs)} into {shape_str(rs)}", sc.span,
+                "option A only subsamples evenly and adds channels; use `shortcut projection`",
+                code="E407"), sc.path, sc.span)
+        extra = rs[0] - xs[0]
+        return self.add(sc.path, "pad", {"stride": stride[0], "pad_front": extra // 2,
+                                         "pad_back": extra - extra // 2}, [x], sc.span, ctx)
+
+
+def build_graph(net: NetNode, input_shape: tuple[int, int, int] | None = None) -> nx.DiGraph:
+    """The graph IR of an elaborated network, shaped for `input_shape` (default: the spec's)."""
+    g = Builder(net, input_shape).build()
+    return g
+
+
+def totals(g: nx.DiGraph) -> dict[str, int]:
+    return {c: sum(d[c] for _, d in g.nodes(data=True)) for c in ir.COUNTS}
