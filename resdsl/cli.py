@@ -37,6 +37,8 @@ def guarded(fn: Callable[[], int]) -> int:
     """Run a command body: user errors are reported, and a bug is reported as one, briefly."""
     try:
         return fn()
+    except click.ClickException:
+        raise  # usage errors: click prints them and exits 2
     except ResdslError as e:
         report(e)
         return 1
@@ -126,7 +128,7 @@ def _shape(text: str | None) -> tuple[int, int, int] | None:
     return (int(parts[0]), int(parts[1]), int(parts[2]))
 
 
-def _select(path: str, network: str | None, input_text: str | None, max_layers: int | None,
+def _select(path: str, network: str | None, input_shape, max_layers: int | None,
             all_ok: bool = False):
     """Check a file and pick its networks: the one named, or all when the file has several."""
     from .elaborate import MAX_LAYERS, concrete_networks
@@ -140,13 +142,14 @@ def _select(path: str, network: str | None, input_text: str | None, max_layers: 
     if len(names) > 1 and not all_ok:
         raise click.UsageError(f"{path} defines {len(names)} networks; choose one with "
                                f"--network ({', '.join(names)})")
-    return check_program(program, networks=names, input_shape=_shape(input_text),
+    return check_program(program, networks=names, input_shape=input_shape,
                          max_layers=max_layers or MAX_LAYERS)
 
 
 _net_options = [
     click.option("--network", "-n", metavar="NAME", help="Which network of the file."),
-    click.option("--input", "input_text", metavar="CxHxW", help="Input size (default: the spec's)."),
+    click.option("--input", "input_text", metavar="CxHxW", callback=lambda c, p, v: _shape(v),
+                 help="Input size (default: the spec's)."),
     click.option("--max-layers", type=click.IntRange(min=1), default=None,
                  help="Expansion limit in layers (default 100,000)."),
 ]
