@@ -172,7 +172,7 @@ def summary(file: str, network: str | None, input_text: str | None, max_layers: 
     """Parameters, MACs and output shapes, per stage, block or layer.
 
     Without --network, a file of several networks gets one line per network."""
-    from . import summary as s
+    from .backends import summary as s
 
     def run() -> int:
         result = _select(file, network, input_text, max_layers, all_ok=True)
@@ -201,7 +201,7 @@ def compile_(file: str, network: str | None, input_text: str | None, max_layers:
              emit: str, output: str) -> None:
     """Compile a network of a spec file and write the chosen form."""
     from . import ir
-    from . import summary as s
+    from .backends import summary as s
     from .graph import totals
 
     def run() -> int:

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 import networkx as nx
 
-from .graph import totals
-from .ir import COUNTS, shape_str
+from resdsl.graph import totals
+from resdsl.ir import COUNTS, shape_str
 
 
 @dataclass
