@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Union
 
 from . import nodes as n
-from .errors import LimitError, Span, SpecNameError, SpecValueError, did_you_mean
+from .errors import (LimitError, ResdslError, Span, SpecNameError, SpecValueError,
+                     did_you_mean)
 from .layers import BOOL, FLOAT, INT, LAYERS, MERGES, NONNEG, PAIR, POS, PROB, REQUIRED, SHORTCUTS
 from .loader import Program, Scope
 
@@ -88,6 +89,7 @@ class BlockNode:
     merge: Optional[str] = None
     post: list["Node"] = field(default_factory=list)
     merge_span: Optional[Span] = None
+    def_span: Optional[Span] = None     # where the block is defined
 
 
 @dataclass
@@ -332,29 +334,61 @@ class Elaborator:
     def __init__(self, program: Program, max_layers: int = MAX_LAYERS):
         self.program = program
         self.max_layers = max_layers
-        self.count = 0
+        self.count = 0      # layers built so far
+        self.blocks = 0     # block instances built so far (an empty block costs one too)
         self.depth = 0
         self.constants: dict[int, Value] = {}
-        self.evaluating: set[int] = set()
+        self.failed: dict[int, ResdslError] = {}
 
     # -- constants and counting
     def constant(self, let: n.Let, scope: Scope) -> Value:
+        """A top-level let's value. The lets it depends on are evaluated first, in order, so
+        a long chain of constants costs no recursion; an error is kept and raised again."""
         key = id(let)
+        if key in self.failed:
+            raise self.failed[key]
         if key not in self.constants:
-            if key in self.evaluating:
-                raise SpecNameError(f"'{let.name}' is defined in terms of itself", let.span,
-                                    code="E205")
-            self.evaluating.add(key)
             try:
-                self.constants[key] = evaluate(let.value, Env(scope, self))
-            finally:
-                self.evaluating.discard(key)
+                for d, s in self._let_order(let, scope):
+                    self.constants[id(d)] = evaluate(d.value, Env(s, self))
+            except ResdslError as e:
+                self.failed[key] = e
+                raise
         return self.constants[key]
 
-    def _grow(self, k: int, span: Span) -> None:
+    def _let_order(self, let: n.Let, scope: Scope) -> list[tuple[n.Let, Scope]]:
+        """The unevaluated lets `let` depends on, and itself, dependencies first."""
+        order: list[tuple[n.Let, Scope]] = []
+        state: dict[int, str] = {}  # "open" while on the current path, then "done"
+        stack: list[tuple[n.Let, Scope, bool]] = [(let, scope, False)]
+        while stack:
+            d, s, finished = stack.pop()
+            key = id(d)
+            if finished:
+                state[key] = "done"
+                order.append((d, s))
+                continue
+            if key in self.failed:
+                raise self.failed[key]
+            if key in self.constants or state.get(key) == "done":
+                continue
+            if state.get(key) == "open":
+                raise SpecNameError(f"'{d.name}' is defined in terms of itself", d.span,
+                                    code="E205")
+            state[key] = "open"
+            stack.append((d, s, True))
+            for name in _names_in(d.value):
+                found = s.lookup(name)
+                if found is not None and isinstance(found[0], n.Let):
+                    stack.append((found[0], found[1], False))
+        return order
+
+    def _grow(self, k: int, span: Span, blocks: int = 0) -> None:
         self.count += k
-        if self.count > self.max_layers:
-            raise LimitError(f"the network expands to more than {self.max_layers:,} layers",
+        self.blocks += blocks
+        if self.count > self.max_layers or self.blocks > self.max_layers:
+            what = "layers" if self.count > self.max_layers else "blocks"
+            raise LimitError(f"the network expands to more than {self.max_layers:,} {what}",
                              span, "raise the limit with --max-layers if you mean it",
                              code="E501")
 
@@ -438,19 +472,21 @@ class Elaborator:
         blocks: list[BlockNode] = []
         for i in range(count):
             if i == 2:  # the size of the stage is known now: check before building the rest
-                per_block = blocks[1].size  # type: ignore[attr-defined]
-                if self.count + (count - 2) * per_block > self.max_layers:
-                    raise LimitError(f"stage '{st.name}' expands to {count:,} blocks of "
-                                     f"{per_block} layers, more than the limit of "
-                                     f"{self.max_layers:,} layers", st.span,
-                                     "raise the limit with --max-layers if you mean it",
-                                     code="E501")
+                self._check_stage(st, count, size)
             args = dict(explicit, stride=1) if i > 0 and "stride" in names else explicit
-            before = self.count
-            block = self._instantiate(ref, args, str(i), f"{st.name}.{i}", st.call.span)
-            block.size = self.count - before  # type: ignore[attr-defined]
-            blocks.append(block)
+            before = (self.count, self.blocks)
+            blocks.append(self._instantiate(ref, args, str(i), f"{st.name}.{i}", st.call.span))
+            size = (self.count - before[0], self.blocks - before[1])
         return StageNode(st.name, st.name, blocks, st.span)
+
+    def _check_stage(self, st: n.Stage, count: int, size: tuple[int, int]) -> None:
+        """Every block after the first is built alike: fail before building the rest."""
+        layers, blocks = size
+        if max(self.count + (count - 2) * layers, self.blocks + (count - 2) * blocks) \
+                > self.max_layers:
+            raise LimitError(f"stage '{st.name}' expands to {count:,} blocks of {layers} "
+                             f"layers, more than the limit of {self.max_layers:,}", st.span,
+                             "raise the limit with --max-layers if you mean it", code="E501")
 
     def _block_ref(self, name: str, env: Env, span: Span) -> BlockRef:
         if name in LAYERS and name not in env.vars:
@@ -486,6 +522,7 @@ class Elaborator:
         if self.depth >= MAX_BLOCK_DEPTH:
             raise LimitError(f"blocks nested more than {MAX_BLOCK_DEPTH} deep", span,
                              "does a block use itself through a block argument?", code="E502")
+        self._grow(0, span, blocks=1)
         self.depth += 1
         try:
             values = self._complete(ref.defn.params, explicit, ref.scope,
@@ -494,7 +531,8 @@ class Elaborator:
         finally:
             self.depth -= 1
         return BlockNode(name, path, ref.name, span, values, body.pre, body.residual,
-                         body.shortcut, body.merge, body.post, body.merge_span)
+                         body.shortcut, body.merge, body.post, body.merge_span,
+                         ref.defn.name_span)
 
     # -- bodies
     def _block_body(self, defn: n.BlockDef, env: Env, path: str) -> Body:
@@ -641,6 +679,22 @@ def _fill_defaults(kind: str, a: dict[str, Any]) -> None:
             a["padding"] = tuple((k - 1) // 2 * d for k, d in zip(a["kernel"], dil))
         if kind != "conv" and a.get("stride") is None:
             a["stride"] = a["kernel"]
+
+
+def _names_in(e: n.Expr) -> Iterable[str]:
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, n.Name):
+            yield x.id
+        elif isinstance(x, n.BinOp):
+            stack += [x.left, x.right]
+        elif isinstance(x, n.Neg):
+            stack.append(x.operand)
+        elif isinstance(x, (n.ListExpr, n.Dims)):
+            stack += list(x.items)
+        elif isinstance(x, n.Index):
+            stack += [x.target, x.index]
 
 
 def network_names(scope: Scope) -> list[str]:

@@ -1,0 +1,78 @@
+"""The Python API: `resdsl.build(spec) -> nn.Module` and `resdsl.emit_python(spec) -> str`.
+
+Both run the same pipeline as the CLI and the same generated source: `build` executes exactly
+the text that `resdsl compile -o model.py` writes. torch is imported only here, lazily.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .elaborate import MAX_LAYERS, concrete_networks
+from .errors import SpecNameError
+from .loader import Program, load, load_text
+from .pipeline import check_program
+
+
+def _program(spec: str | Path) -> Program:
+    """A spec given as a path or as text (anything with a newline or a brace is text)."""
+    text = str(spec)
+    if isinstance(spec, Path) or ("\n" not in text and "{" not in text):
+        return load(text)
+    return load_text(text)
+
+
+def _one(program: Program, network: str | None) -> str:
+    if network:
+        return network
+    names = concrete_networks(program.root)
+    if len(names) != 1:
+        raise SpecNameError(
+            f"the spec defines {len(names)} buildable networks; say which with network=...",
+            None, f"networks: {', '.join(names)}" if names else None, code="E209")
+    return names[0]
+
+
+def emit_python(spec: str | Path, network: str | None = None, *,
+                features: list[str] | None = None, input_shape: tuple[int, int, int] | None = None,
+                standalone: bool = False, max_layers: int = MAX_LAYERS,
+                **overrides: Any) -> tuple[str, str, Any]:
+    """(source, network class name, graph IR) of one network of a spec."""
+    from .backends.pytorch import emit
+
+    program = _program(spec)
+    name = _one(program, network)
+    checked = check_program(program, [name], overrides or None, max_layers, input_shape)
+    net, g = checked.networks[name], checked.graphs[name]
+    source, cls = emit(net, g, str(program.root.module.file), features, standalone)
+    return source, cls, g
+
+
+def build(spec: str | Path, network: str | None = None, *, features: list[str] | None = None,
+          input_shape: tuple[int, int, int] | None = None, zero_init_residual: bool = False,
+          max_layers: int = MAX_LAYERS, **overrides: Any):
+    """Compile a network of a spec (a path or the text itself) to an `nn.Module`.
+
+    `overrides` set the network's parameters (`num_classes=10`); `features` names top-level
+    layers or stages whose outputs `forward` returns as a list instead of the logits."""
+    from .backends.pytorch import instantiate
+
+    source, cls, g = emit_python(spec, network, features=features, input_shape=input_shape,
+                                 max_layers=max_layers, **overrides)
+    model = instantiate(source, cls, f"<resdsl {g.graph['name']}>", zero_init_residual)
+    model.resdsl_graph = g
+    if features:
+        model.feature_info = feature_info(g, features)
+    return model
+
+
+def feature_info(g, features: list[str]) -> list[dict[str, Any]]:
+    """Channels and stride (reduction) of each requested feature, from the IR's shapes."""
+    h = g.graph["input"][1]
+    out = []
+    for name in features:
+        last = [v for v, d in g.nodes(data=True) if v == name or v.startswith(name + ".")][-1]
+        shape = g.nodes[last]["shape"]
+        out.append({"name": name, "channels": shape[0],
+                    "reduction": h // shape[1] if len(shape) == 3 else None})
+    return out
