@@ -313,7 +313,7 @@ class Emitter:
     def emit_class(self, cls: BlockClass) -> list[str]:
         b0 = cls.instances[0]
         pre, res, post = block_steps(self.g, b0)
-        params = list(dict.fromkeys(cls.params.values()))
+        params = self.ordered_params(cls)
         with_sc = cls.signature[4]
         sc_kinds = {shortcut_expr(self.g, b) is not None for b in cls.instances} if with_sc else set()
         sig = ", ".join(f"{p}: int" for p in params)
@@ -338,6 +338,14 @@ class Emitter:
         lines += ["        " + line for line in self.forward_body(pre, res, post, with_sc,
                                                                    sc_kinds)]
         return lines
+
+    def ordered_params(self, cls: BlockClass) -> list[str]:
+        """in_channels, then the spec's block parameters in their order, then the rest."""
+        spec = list(cls.instances[0].args)
+        first = list(dict.fromkeys(cls.params.values()))
+        return sorted(first, key=lambda p: (p != "in_channels",
+                                            spec.index(p) if p in spec else len(spec),
+                                            first.index(p)))
 
     def step_ctor(self, s: Step, names: dict[str, str], cls: BlockClass) -> str:
         if s.kind == "block":
@@ -370,11 +378,8 @@ class Emitter:
     def instance_expr(self, b: BlockNode) -> str:
         cls = self.of[b.path]
         values = self.slots(b)
-        args = []
-        for slot, p in cls.params.items():
-            arg = f"{p}={_num(values[slot])}"
-            if arg not in args:
-                args.append(arg)
+        by_param = {p: values[slot] for slot, p in cls.params.items()}
+        args = [f"{p}={_num(by_param[p])}" for p in self.ordered_params(cls)]
         sc = shortcut_expr(self.g, b)
         if sc is not None:
             args.append(f"downsample={sc}")
@@ -449,7 +454,8 @@ class Emitter:
                              version=self.version, source=_comment(self.spec_file))
         if any(True for b in _all_blocks(self.net) if b.shortcut and b.shortcut.kind == "custom"):
             head = head.replace("import torch\n", "from collections import OrderedDict\n\nimport torch\n")
-        runtime = "from resdsl.runtime import PadShortcut, avg_down, init_weights, projection\n"
+        names = ", ".join(sorted(self.needs | {"init_weights"}))
+        runtime = f"from resdsl.runtime import {names}\n"
         if standalone:
             runtime = "\n" + _runtime_source()
         return head + runtime + "\n\n" + "\n".join(body) + "\n"
@@ -486,7 +492,9 @@ def _runtime_source() -> str:
     from resdsl import runtime
     src = inspect.getsource(runtime)
     src = src.split('"""', 2)[2] if src.startswith('"""') else src
-    return "\n".join(line for line in src.splitlines() if not line.startswith("from __future__")).lstrip() + "\n"
+    header = ("from __future__", "import torch\n", "from torch import nn")
+    lines = [line for line in src.splitlines(True) if not line.startswith(header)]
+    return "".join(lines).lstrip()
 
 
 def emit(net: NetNode, g: nx.DiGraph, source: str = "<spec>", features: list[str] | None = None,
@@ -523,3 +531,21 @@ def instantiate(source: str, class_name: str, filename: str, zero_init_residual:
             m.reset_parameters()
     init_weights(model, zero_init_residual)
     return model
+
+
+def export_onnx(source: str, g: nx.DiGraph, path: str) -> None:
+    """Write the network as ONNX (eval mode, batch dimension dynamic)."""
+    import torch
+
+    from resdsl.errors import ResdslError
+
+    cls = re.findall(r"^class (\w+)\(nn\.Module\):", source, re.M)[-1]
+    model = instantiate(source, cls, f"<resdsl {g.graph['name']}>").eval()
+    x = torch.randn(1, *g.graph["input"])
+    try:
+        torch.onnx.export(model, (x,), path, input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                          dynamo=False)
+    except ImportError as e:
+        raise ResdslError(f"ONNX export needs the `onnx` package: {e}", None,
+                          "pip install onnx onnxruntime", code="E602") from None

@@ -193,28 +193,119 @@ def summary(file: str, network: str | None, input_text: str | None, max_layers: 
 @main.command("compile")
 @click.argument("file", type=click.Path(dir_okay=True))
 @net_options
-@click.option("--emit", type=click.Choice(["ir", "json", "summary"]), default="ir",
-              show_default=True, help="What to write.")
+@click.option("--emit", type=click.Choice(["python", "ir", "json", "summary", "onnx"]),
+              default="python", show_default=True, help="What to write.")
 @click.option("-o", "--output", metavar="PATH", default="-", show_default=True,
-              help="Where to write it ('-' for stdout).")
+              help="Where to write it ('-' for stdout; ONNX needs a file).")
+@click.option("--standalone", is_flag=True,
+              help="Python: inline resdsl's runtime so the file needs only torch.")
+@click.option("--features", metavar="NAMES", default=None,
+              help="Comma-separated stages or top-level layers whose outputs forward returns "
+                   "(e.g. layer2,layer4).")
 def compile_(file: str, network: str | None, input_text: str | None, max_layers: int | None,
-             emit: str, output: str) -> None:
-    """Compile a network of a spec file and write the chosen form."""
+             emit: str, output: str, standalone: bool, features: str | None) -> None:
+    """Compile a network of a spec file: Python source of its nn.Module (default), the graph
+    IR as text or JSON, a summary table, or ONNX. A one-line summary goes to stderr."""
     from . import ir
-    from .backends import summary as s
     from .graph import totals
+
+    feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
 
     def run() -> int:
         result = _select(file, network, input_text, max_layers)
         name, g = next(iter(result.graphs.items()))
-        text = {"ir": ir.to_text, "json": ir.to_json, "summary": s.table}[emit](g)
-        if output == "-":
-            click.echo(text, nl=False)
+        if emit in ("python", "onnx"):
+            text = _python(result, name, feats, standalone)
+            if emit == "onnx":
+                if output == "-":
+                    raise click.UsageError("--emit onnx needs a file: -o model.onnx")
+                _onnx(text, g, output)
+                text = None
         else:
-            Path(output).write_text(text, encoding="utf-8")
+            from .backends import summary as s
+            text = {"ir": ir.to_text, "json": ir.to_json, "summary": s.table}[emit](g)
+        if text is not None:
+            if output == "-":
+                click.echo(text, nl=False)
+            else:
+                Path(output).write_text(text, encoding="utf-8")
         t = totals(g)
+        out_shape = ir.shape_str(g.nodes["output"]["shape"])
+        if feats:
+            from .api import feature_info
+            out_shape = ", ".join(f"{f['name']} {f['channels']}ch/{f['reduction']}"
+                                  for f in feature_info(g, feats))
         click.echo(f"{name}: {t['params']:,} params, {t['macs'] / 1e9:.3f} GMACs, output "
-                   f"{ir.shape_str(g.nodes['output']['shape'])}", err=True)
+                   f"{out_shape}", err=True)
+        return 0
+    sys.exit(guarded(run))
+
+
+def _python(result, name: str, features, standalone: bool) -> str:
+    from .backends.pytorch import emit
+
+    return emit(result.networks[name], result.graphs[name], str(result.program.root.module.file),
+                features, standalone)[0]
+
+
+def _onnx(source: str, g, path: str) -> None:
+    """Export the generated module to ONNX (needs torch and onnx)."""
+    from .backends.pytorch import export_onnx
+
+    export_onnx(source, g, path)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@net_options
+@click.option("-o", "--output", metavar="PATH", default=None,
+              help="Picture to write; .svg .png .pdf or .dot picks the format "
+                   "[default: NETWORK.svg].")
+@click.option("--level", type=click.Choice(["stage", "block", "layer"]), default="block",
+              show_default=True, help="One box per stage, per residual unit, or per op.")
+@click.option("--rankdir", type=click.Choice(["TB", "LR"], case_sensitive=False), default="TB",
+              show_default=True, help="Top to bottom or left to right.")
+@click.option("--expand", is_flag=True,
+              help="Layer level: draw every block (runs of identical blocks otherwise "
+                   "collapse to one marked × n).")
+def draw(file: str, network: str | None, input_text: str | None, max_layers: int | None,
+         output: str | None, level: str, rankdir: str, expand: bool) -> None:
+    """Draw a network with Graphviz: stages, residual units or every layer.
+
+    At the layer level a spec with a shape error is drawn up to the error, the offending
+    node in red; the error is reported and the exit code is 1."""
+    from .backends import draw as d
+
+    def picture(g, name: str, error=None) -> str:
+        path = output or f"{name}.svg"
+        d.write(d.to_dot(g, level, rankdir, expand, error), path)
+        return path
+
+    def run() -> int:
+        if output:
+            try:
+                d.format_of(output)
+            except ResdslError as e:
+                raise click.BadParameter(e.message + f" ({e.hint})", param_hint="-o") from None
+        d.graphviz_module()
+        try:
+            result = _select(file, network, input_text, max_layers)
+        except ResdslError as e:
+            bad = d.located(e)
+            if bad is None:
+                raise
+            report(e)
+            if level != "layer":
+                click.echo("(--level layer draws the graph up to the error)", err=True)
+                return 1
+            g = bad.partial_graph  # type: ignore[attr-defined]
+            path = picture(g, g.graph["name"], (bad.node, bad.code, bad.message))  # type: ignore[attr-defined]
+            click.echo(f"{path}: {g.graph['name']} drawn up to the error, marked in red",
+                       err=True)
+            return 1
+        name, g = next(iter(result.graphs.items()))
+        path = picture(g, name)
+        click.echo(f"{path}: {name}, {level} level", err=True)
         return 0
     sys.exit(guarded(run))
 
