@@ -39,6 +39,9 @@ def guarded(fn: Callable[[], int]) -> int:
         return fn()
     except click.ClickException:
         raise  # usage errors: click prints them and exits 2
+    except BrokenPipeError:  # `resdsl ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ResdslError as e:
         report(e)
         return 1
@@ -291,15 +294,15 @@ def draw(file: str, network: str | None, input_text: str | None, max_layers: int
         try:
             result = _select(file, network, input_text, max_layers)
         except ResdslError as e:
-            bad = d.located(e)
-            if bad is None:
+            partial = d.located(e)
+            if partial is None:
                 raise
             report(e)
             if level != "layer":
                 click.echo("(--level layer draws the graph up to the error)", err=True)
                 return 1
-            g = bad.partial_graph  # type: ignore[attr-defined]
-            path = picture(g, g.graph["name"], (bad.node, bad.code, bad.message))  # type: ignore[attr-defined]
+            g, where = partial
+            path = picture(g, g.graph["name"], where)
             click.echo(f"{path}: {g.graph['name']} drawn up to the error, marked in red",
                        err=True)
             return 1
