@@ -8,15 +8,17 @@ from __future__ import annotations
 from typing import Iterable
 
 from . import nodes as n
-from .elaborate import bind_shape
+from .elaborate import Elaborator, bind_shape, head_span
 from .errors import Collector, ResdslError, Span, SpecNameError, SpecValueError, did_you_mean
 from .layers import LAYERS, MERGES, REQUIRED, SHORTCUTS
-from .loader import Scope
+from .loader import Program, Scope
 
 
 def check_scope(scope: Scope) -> list[ResdslError]:
     """Every static error in the module's own definitions."""
     errors = Collector()
+    for err in scope.duplicates:
+        errors.add(err)
     for item in scope.module.items:
         if isinstance(item, (n.BlockDef, n.NetworkDef)):
             _Definition(scope, errors).run(item)
@@ -25,7 +27,21 @@ def check_scope(scope: Scope) -> list[ResdslError]:
         elif isinstance(item, n.Let):
             _Definition(scope, errors).expr(item.value, set())
     _recursion(scope, errors)
+    if not errors.errors:
+        _constants(scope, errors)
     return errors.errors
+
+
+def _constants(scope: Scope, errors: Collector) -> None:
+    """Top-level lets take no parameters, so their values are checked even where nothing
+    uses them: `x = 7 / 2` is an error in a library file too."""
+    elab = Elaborator(Program(scope, {}, {}))
+    for item in scope.module.items:
+        if isinstance(item, n.Let):
+            try:
+                elab.constant(item, scope)
+            except ResdslError as e:
+                errors.add(e)
 
 
 class _Definition:
@@ -59,13 +75,8 @@ class _Definition:
             elif isinstance(st, n.Layer):
                 self.layer(st, local)
             elif isinstance(st, n.Residual):
+                self.sequence(st.body, "`residual`")
                 self.stmts(st.body, local)
-                for inner in st.body:
-                    if isinstance(inner, (n.Residual, n.Shortcut, n.Merge)):
-                        self.errors.add(SpecValueError(
-                            "`residual`, `shortcut` and `merge` cannot appear inside `residual`",
-                            inner.span, "put the nested unit in a block of its own and use it",
-                            code="E308"))
             elif isinstance(st, n.Shortcut):
                 self.shortcut(st, local)
             elif isinstance(st, n.Merge):
@@ -73,6 +84,7 @@ class _Definition:
                     self.errors.add(SpecNameError(f"unknown merge '{st.op}'", st.span,
                                                   did_you_mean(st.op, MERGES), code="E201"))
             elif isinstance(st, n.Group):
+                self.sequence(st.body, f"`{st.kind}`")
                 self.stmts(st.body, local)
             elif isinstance(st, n.Stage):
                 if st.count is not None:
@@ -97,15 +109,23 @@ class _Definition:
                     self.errors.add(SpecNameError(f"`{st.kind}` needs its '{p.name}' argument",
                                                   st.span, code="E204"))
             return
-        self.call(n.Call(st.kind, st.args, st.span), local)
+        self.call(n.Call(st.kind, st.args, st.span), local, head=head_span(st))
 
-    def call(self, c: n.Call, local: set[str], network: bool = False) -> None:
+    def call(self, c: n.Call, local: set[str], network: bool = False,
+             head: Span | None = None) -> None:
+        """A use of a block (or, with `network`, of a template); `head` is where its name is
+        written, when that is not where the call starts (`label: name args`)."""
         for a in c.args:
             self.expr(a.value, local)
         if c.name in local:
             return
         found = self.scope.lookup(c.name)
         want = n.NetworkDef if network else n.BlockDef
+        if found is None and not network and c.name in LAYERS:
+            self.errors.add(SpecValueError(
+                f"a stage repeats a block, and '{c.name}' is a built-in layer", _name_span(c),
+                "define a block that uses it", code="E304"))
+            return
         if found is None or not isinstance(found[0], want):
             what = "network template" if network else "block"
             pool = [k for k, (d, _) in self.scope.names.items() if isinstance(d, want)]
@@ -116,7 +136,7 @@ class _Definition:
                 msg = f"unknown {what} '{c.name}'"
             else:
                 msg = f"'{c.name}' is not a {what}"
-            self.errors.add(SpecNameError(msg, _name_span(c), hint, code="E201"))
+            self.errors.add(SpecNameError(msg, head or _name_span(c), hint, code="E201"))
             return
         params = found[0].params
         names = [p.name for p in params]
@@ -131,6 +151,7 @@ class _Definition:
 
     def shortcut(self, st: n.Shortcut, local: set[str]) -> None:
         if st.kind is None:
+            self.sequence(st.body or (), "a `shortcut { ... }` branch")
             self.stmts(st.body or (), local)
             return
         if st.kind not in SHORTCUTS:
@@ -158,6 +179,15 @@ class _Definition:
                 stack += list(x.items)
             elif isinstance(x, n.Index):
                 stack += [x.target, x.index]
+
+    def sequence(self, body: Iterable, where: str) -> None:
+        """A branch or group is a plain sequence of layers and lets."""
+        for inner in body:
+            if isinstance(inner, (n.Residual, n.Shortcut, n.Merge)):
+                self.errors.add(SpecValueError(
+                    f"`residual`, `shortcut` and `merge` cannot appear inside {where}",
+                    inner.span, "put the nested unit in a block of its own and use it",
+                    code="E308"))
 
     def block_structure(self, body: tuple) -> None:
         """Order inside a block: [layers] residual shortcut [merge] [layers]."""

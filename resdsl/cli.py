@@ -33,6 +33,14 @@ def report(err: ResdslError, sources: dict[str, str] | None = None) -> None:
         click.echo(f"{count} errors", err=True)
 
 
+def _write(path: str, text: str) -> None:
+    """Write an output file; not being able to is the user's error (E604, as for `draw`)."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise ResdslError(f"cannot write '{path}': {e.strerror or e}", code="E604") from None
+
+
 def guarded(fn: Callable[[], int]) -> int:
     """Run a command body: user errors are reported, and a bug is reported as one, briefly."""
     try:
@@ -77,7 +85,7 @@ def check(files: tuple[str, ...], networks: tuple[str, ...], max_layers: int | N
     from .elaborate import MAX_LAYERS
     from .pipeline import check_file
 
-    failed = 0
+    status = 0
     for path in files:
         def one(path: str = path) -> int:
             result = check_file(path, networks=list(networks) or None,
@@ -88,8 +96,8 @@ def check(files: tuple[str, ...], networks: tuple[str, ...], max_layers: int | N
                 f" ({shown})" if names else "")
             click.echo(f"{path}: ok, {detail}")
             return 0
-        failed += guarded(one) != 0
-    sys.exit(1 if failed else 0)
+        status = max(status, guarded(one))  # 1 for input errors, 70 for a bug of ours
+    sys.exit(status)
 
 
 @main.command()
@@ -114,7 +122,7 @@ def fmt(files: tuple[str, ...], check_only: bool, diff: bool) -> None:
             if check_only:
                 click.echo(f"{path}: would reformat", err=True)
             elif not diff:
-                Path(path).write_text(new, encoding="utf-8")
+                _write(path, new)
                 click.echo(f"{path}: reformatted", err=True)
             return 1 if check_only else 0
         status = max(status, guarded(one))
@@ -231,7 +239,7 @@ def compile_(file: str, network: str | None, input_text: str | None, max_layers:
             if output == "-":
                 click.echo(text, nl=False)
             else:
-                Path(output).write_text(text, encoding="utf-8")
+                _write(output, text)
         t = totals(g)
         out_shape = ir.shape_str(g.nodes["output"]["shape"])
         if feats:

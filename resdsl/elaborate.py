@@ -271,8 +271,7 @@ def bind_shape(names: list[str], args: Iterable[n.Arg], what: str, span: Span,
             while positional < len(names) and names[positional] in bound:
                 positional += 1
             if positional >= len(names):
-                raise SpecNameError(f"{what} takes at most {len(names)} positional "
-                                    f"argument{'s' if len(names) != 1 else ''}", arg.span,
+                raise SpecNameError(_too_many(what, names), arg.span,
                                     _signature_hint(what, names), code="E204")
             key = names[positional]
             positional += 1
@@ -290,8 +289,14 @@ def bind_shape(names: list[str], args: Iterable[n.Arg], what: str, span: Span,
     return bound
 
 
-def _signature_hint(what: str, names: list[str]) -> str:
-    return f"parameters: {', '.join(names)}" if names else f"{what} takes no arguments"
+def _too_many(what: str, names: list[str]) -> str:
+    if not names:
+        return f"{what} takes no arguments"
+    return f"{what} takes at most {len(names)} positional argument{'s' if len(names) != 1 else ''}"
+
+
+def _signature_hint(what: str, names: list[str]) -> str | None:
+    return f"parameters: {', '.join(names)}" if names else None
 
 
 # ---- elaboration ---------------------------------------------------------------------------
@@ -420,7 +425,7 @@ class Elaborator:
                 raise SpecNameError(f"network '{template.name}' has no parameter '{key}'", span,
                                     did_you_mean(key, [p.name for p in template.params]),
                                     code="E203")
-            explicit[key] = value
+            explicit[key] = _from_python(value, env, f"parameter '{key}'", span)
         values = self._complete(template.params, explicit, tscope, f"network '{template.name}'",
                                 span)
         return self._network_body(name, template, Env(tscope, self, values), span)
@@ -482,11 +487,15 @@ class Elaborator:
     def _check_stage(self, st: n.Stage, count: int, size: tuple[int, int]) -> None:
         """Every block after the first is built alike: fail before building the rest."""
         layers, blocks = size
-        if max(self.count + (count - 2) * layers, self.blocks + (count - 2) * blocks) \
-                > self.max_layers:
-            raise LimitError(f"stage '{st.name}' expands to {count:,} blocks of {layers} "
-                             f"layers, more than the limit of {self.max_layers:,}", st.span,
-                             "raise the limit with --max-layers if you mean it", code="E501")
+        if self.count + (count - 2) * layers > self.max_layers:
+            what = f"{count:,} blocks of {layers} layers, more than the limit of " \
+                   f"{self.max_layers:,} layers"
+        elif self.blocks + (count - 2) * blocks > self.max_layers:
+            what = f"{count:,} blocks, more than the limit of {self.max_layers:,} blocks"
+        else:
+            return
+        raise LimitError(f"stage '{st.name}' expands to {what}", st.span,
+                         "raise the limit with --max-layers if you mean it", code="E501")
 
     def _block_ref(self, name: str, env: Env, span: Span) -> BlockRef:
         if name in LAYERS and name not in env.vars:
@@ -595,11 +604,11 @@ class Elaborator:
         try:
             v = env.lookup(st.kind, st.span)
         except SpecNameError:
-            raise SpecNameError(f"unknown layer or block '{st.kind}'", _head_span(st),
+            raise SpecNameError(f"unknown layer or block '{st.kind}'", head_span(st),
                                 did_you_mean(st.kind, env.names()), code="E201") from None
         if not isinstance(v, BlockRef):
             raise SpecValueError(f"'{st.kind}' is {describe(v)}, not a layer or block",
-                                 _head_span(st), code="E304")
+                                 head_span(st), code="E304")
         return v
 
     def _attr(self, layer: str, p, arg: n.Arg | None, env: Env, span: Span) -> Any:
@@ -623,7 +632,9 @@ class _IndexNamer(Namer):
         return name
 
 
-def _head_span(st: n.Layer) -> Span:
+def head_span(st: n.Layer) -> Span:
+    """Where a layer statement's kind is written: after `label: ` as fmt lays it out (the
+    node keeps no span of its own for the name)."""
     s = st.span
     start_col = s.col + (len(st.label) + 2 if st.label else 0)
     return Span(s.file, s.line, start_col, s.line, start_col + len(st.kind))
@@ -679,6 +690,22 @@ def _fill_defaults(kind: str, a: dict[str, Any]) -> None:
             a["padding"] = tuple((k - 1) // 2 * d for k, d in zip(a["kernel"], dil))
         if kind != "conv" and a.get("stride") is None:
             a["stride"] = a["kernel"]
+
+
+def _from_python(v: Any, env: Env, what: str, span: Span) -> Value:
+    """A value given from Python (`build(spec, num_classes=10)`) as the language's own: lists
+    become tuples, a string names a block or constant of the spec."""
+    if isinstance(v, (DimsValue, bool, BlockRef)):
+        return v
+    if isinstance(v, (int, float)):
+        return _check_int(v, span)
+    if isinstance(v, (list, tuple)):
+        return tuple(_from_python(x, env, what, span) for x in v)
+    if isinstance(v, str):
+        return env.lookup(v, span)
+    raise SpecValueError(f"{what}: a Python {type(v).__name__} is not a value of the language",
+                         span, "pass an int, float, bool, list, or the name of a block",
+                         code="E304")
 
 
 def _names_in(e: n.Expr) -> Iterable[str]:

@@ -104,10 +104,17 @@ class Collector:
         if self.errors:
             raise self.errors[0] if len(self.errors) == 1 else ErrorGroup(self.errors)
 
+    @staticmethod
+    def raise_all(errors: Iterable[ResdslError]) -> None:
+        collector = Collector()
+        for err in errors:
+            collector.add(err)
+        collector.raise_if_any()
+
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A hint naming the closest candidate, or None when nothing is close."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, sorted(set(candidates) - {name}), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
 
@@ -143,17 +150,16 @@ class Renderer:
         text = self._source(span.file)
         if text is None:
             return []
-        src_lines = text.splitlines() or [""]
+        src_lines = text.split("\n")  # as the lexer counts lines: not str.splitlines()
         if not 1 <= span.line <= len(src_lines):
             return []
-        line = src_lines[span.line - 1].replace("\t", " ")
-        if len(line) > 200:
-            line = line[:200] + " …"
+        line = _printable(src_lines[span.line - 1].rstrip("\r"))
         end = span.end_col if span.end_line == span.line else len(line) + 1
-        width = max(1, min(end, len(line) + 1) - span.col)
+        line, col, end = _window(line, span.col, end)
+        width = max(1, min(end, len(line) + 1) - col)
         gutter = str(span.line)
         pad = " " * len(gutter)
-        caret = " " * (span.col - 1) + "^" * width
+        caret = " " * (col - 1) + "^" * width
         return [f"{pad} |", f"{gutter} | {line}", f"{pad} | {self._paint(caret, style)}"]
 
     def _source(self, file: str) -> str | None:
@@ -164,3 +170,24 @@ class Renderer:
             except (OSError, UnicodeDecodeError, ValueError):
                 return None
         return self.sources[file]
+
+
+MAX_SHOWN = 200  # characters of a source line shown in an excerpt
+
+
+def _printable(line: str) -> str:
+    """The line as it may be echoed to a terminal: tabs as spaces, control characters as '?'
+    (one column each, so the caret still lines up, and no escape sequence gets through)."""
+    return "".join(" " if c == "\t" else c if c.isprintable() else "?" for c in line)
+
+
+def _window(line: str, col: int, end: int) -> tuple[str, int, int]:
+    """A long line cut to MAX_SHOWN characters around `col`, with the columns moved to match."""
+    if len(line) <= MAX_SHOWN:
+        return line, col, end
+    start = max(0, min(col - 1 - MAX_SHOWN // 4, len(line) - MAX_SHOWN))
+    head = "… " if start else ""
+    tail = " …" if start + MAX_SHOWN < len(line) else ""
+    shift = len(head) - start
+    shown = head + line[start:start + MAX_SHOWN]
+    return shown + tail, col + shift, min(end + shift, len(shown) + 1)

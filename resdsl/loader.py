@@ -27,6 +27,9 @@ class Scope:
     module: n.Module
     names: dict[str, tuple[Definition, "Scope"]] = field(default_factory=dict)
     own: dict[str, Definition] = field(default_factory=dict)
+    # names defined twice: the first definition stands, so the checks can go on and report
+    # these together with everything else they find (check_scope raises them)
+    duplicates: list[ResdslError] = field(default_factory=list)
 
     def lookup(self, name: str) -> tuple[Definition, "Scope"] | None:
         return self.names.get(name)
@@ -48,17 +51,18 @@ def read_text(path: str, span: Span | None = None) -> str:
         if p.is_dir():
             raise InputError(f"'{path}' is a directory, not a spec file", span,
                              "pass a .res file", code="E002")
-        size = p.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InputError(f"'{path}' is {size} bytes; specs are at most {MAX_FILE_BYTES}",
-                             span, code="E005")
-        data = p.read_bytes()
+        with p.open("rb") as fh:  # read at most one byte too many: /dev/zero ends too
+            data = fh.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"no such file: '{path}'", span, code="E001") from None
     except PermissionError:
         raise InputError(f"cannot read '{path}': permission denied", span, code="E003") from None
-    except OSError as e:
-        raise InputError(f"cannot read '{path}': {e.strerror or e}", span, code="E003") from None
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or e
+        raise InputError(f"cannot read '{path}': {why}", span, code="E003") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(f"'{path}' is larger than {MAX_FILE_BYTES:,} bytes, the most a spec "
+                         "may be", span, code="E005")
     return decode(data, path, span)
 
 
@@ -107,12 +111,16 @@ class Loader:
         if key in self.scopes:
             return self.scopes[key]
         text = read_text(path, span)
-        return self.load_text(text, path, str(Path(path).parent))
+        scope = self.load_text(text, path, str(Path(path).parent))
+        if span is not None and scope.duplicates:  # a used file: its own errors stop here
+            Collector.raise_all(scope.duplicates)
+        return scope
 
     def _scope(self, module: n.Module, base_dir: str) -> Scope:
         scope = Scope(module)
         errors = Collector()
         imported: dict[str, tuple[Definition, Scope, n.Use]] = {}
+        own = {item.name for item in module.items if not isinstance(item, n.Use)}
         for item in module.items:
             if isinstance(item, n.Use):
                 try:
@@ -120,14 +128,14 @@ class Loader:
                 except ResdslError as e:
                     errors.add(e)
                     continue
+                clashes: dict[int, tuple[n.Use, list[str]]] = {}
                 for name, d in used.own.items():
-                    if name in imported and imported[name][0] is not d:
-                        errors.add(SpecNameError(
-                            f"'{name}' is defined both by `use {imported[name][2].target}` "
-                            f"and by `use {item.target}`", item.span,
-                            "define it in one file only, or define it here to choose",
-                            code="E202", notes=[(imported[name][2].span, "first brought in here")]))
+                    if name in imported and imported[name][0] is not d and name not in own:
+                        first = imported[name][2]
+                        clashes.setdefault(id(first), (first, []))[1].append(name)
                     imported[name] = (d, used, item)
+                for first, names in clashes.values():
+                    errors.add(_clash(names, first, item))
         for name, (d, used, _) in imported.items():
             scope.names[name] = (d, used)
         for item in module.items:
@@ -136,9 +144,9 @@ class Loader:
             name = item.name
             if name in scope.own:
                 first = scope.own[name]
-                errors.add(SpecNameError(f"'{name}' is defined twice", _name_span(item),
-                                         f"rename one of them", code="E202",
-                                         notes=[(_name_span(first), "first defined here")]))
+                scope.duplicates.append(SpecNameError(
+                    f"'{name}' is defined twice", _name_span(item), "rename one of them",
+                    code="E202", notes=[(_name_span(first), "first defined here")]))
                 continue
             scope.own[name] = item
             scope.names[name] = (item, scope)
@@ -148,7 +156,7 @@ class Loader:
     def _resolve(self, use: n.Use, base_dir: str) -> str:
         if use.is_path:
             path = Path(base_dir) / use.target
-            if not path.exists():
+            if not _exists(path):
                 raise SpecNameError(f"`use`: no such file '{use.target}'", use.span,
                                     f"paths are relative to the spec's folder ({base_dir})",
                                     code="E207")
@@ -160,6 +168,27 @@ class Loader:
                                 or f"bundled: {', '.join(library_names())}; "
                                    'use "file.res" for a file of your own', code="E207")
         return str(path)
+
+
+def _clash(names: list[str], first: n.Use, second: n.Use) -> SpecNameError:
+    """One error for all the names two `use`s both bring in."""
+    shown = [f"'{x}'" for x in names[:3]]
+    if len(names) > 3:
+        shown.append(f"{len(names) - 3} more")
+    listed = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    verb = "is" if len(names) == 1 else "are"
+    return SpecNameError(f"{listed} {verb} defined both by `use {first.target}` and by "
+                         f"`use {second.target}`", second.span,
+                         "define each name in one file only, or define it here to choose",
+                         code="E202", notes=[(first.span, "first brought in here")])
+
+
+def _exists(path: Path) -> bool:
+    """False only for a path that is certainly missing; read_text explains other troubles."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return True
 
 
 def _name_span(item: Definition) -> Span:

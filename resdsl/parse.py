@@ -28,6 +28,7 @@ WORDS = {
     "SLASH": "'/'", "FLOORDIV": "'//'", "PERCENT": "'%'", "X": "'x'", "$END": "end of file",
 }
 OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
+OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV", "PERCENT", "X"}
 KEYWORDS = {"use", "block", "network", "residual", "shortcut", "merge", "input", "stage",
             "stem", "head", "true", "false", "x"}
 
@@ -49,12 +50,14 @@ def span_of(file: str, tok: Token, end: Token | None = None) -> Span:
 class Layout:
     """Post-lexer: makes newlines statement separators.
 
-    Drops newlines inside () and [] and after '{' or ',', collapses runs, and supplies one
-    before each '}' and at the end, so that in the grammar every statement ends in one _NL.
-    Also bounds the nesting depth, which keeps every later recursive walk shallow.
+    Drops newlines inside () and [] and after '{' or ',' (not after an operator: see
+    docs/language.md), collapses runs, and supplies one before each '}' and at the end, so
+    that in the grammar every statement ends in one _NL. Also bounds the nesting depth, which
+    keeps every later recursive walk shallow.
     """
 
     always_accept = ("_NL", "RBRACE")
+    CONTINUES = frozenset({"_NL", "LBRACE", "COMMA"})  # a newline after these is dropped
 
     def __init__(self, file: str):
         self.file = file
@@ -65,8 +68,7 @@ class Layout:
         for tok in stream:
             kind = tok.type
             if kind == "_NL":
-                if prev is None or prev.type in ("_NL", "LBRACE", "COMMA") or (
-                        stack and stack[-1].type != "LBRACE"):
+                if self._continues(prev, stack):
                     continue
             elif kind in OPENERS:
                 stack.append(tok)
@@ -77,13 +79,18 @@ class Layout:
             elif kind in ("RPAR", "RSQB", "RBRACE"):
                 if stack and OPENERS[stack[-1].type] == kind:
                     stack.pop()
-                if kind == "RBRACE" and prev is not None and prev.type not in ("_NL", "LBRACE"):
+                if kind == "RBRACE" and prev is not None and prev.type not in self.CONTINUES:
                     yield Token.new_borrow_pos("_NL", "\n", tok)
             prev = tok
             yield tok
-        if prev is not None and prev.type != "_NL":
+        if not self._continues(prev, stack):
             yield Token("_NL", "\n", 0, prev.end_line, prev.end_column, prev.end_line,
                         prev.end_column, prev.end_pos)
+
+    def _continues(self, prev: Token | None, stack: list[Token]) -> bool:
+        """Whether a newline here is not the end of a statement."""
+        return prev is None or prev.type in self.CONTINUES or bool(
+            stack and stack[-1].type != "LBRACE")
 
 
 @v_args(meta=True)
@@ -230,7 +237,7 @@ class ToAst(Transformer_NonRecursive):
 
     def dims_lit(self, meta, c):
         tok = c[0]
-        parts = self._number(tok).split("x")
+        parts = str(tok).split("x")
         for p in parts:
             if len(p) > MAX_DIGITS:
                 raise SpecSyntaxError("number literal too long", self._tok(tok), code="E105")
@@ -324,12 +331,12 @@ def _syntax_error(e: UnexpectedInput, text: str, file: str) -> SpecSyntaxError:
                                _char_hint(ch), code="E102")
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         line, col = _end_of(text)
-        expected = _expected(getattr(e, "expected", ()))
+        expected = _expected(_acceptable(e) if isinstance(e, UnexpectedToken) else e.expected)
         return SpecSyntaxError(f"unexpected end of file; expected {expected}",
                                Span(file, line, col, line, col + 1), code="E103")
     assert isinstance(e, UnexpectedToken)
     tok = e.token
-    expected = _expected(e.expected)
+    expected = _expected(_acceptable(e))
     found = "end of line" if tok.type == "_NL" else f"'{tok}'"
     if tok.type == "_NL" and tok.line is None:
         line, col = _end_of(text)
@@ -339,11 +346,35 @@ def _syntax_error(e: UnexpectedInput, text: str, file: str) -> SpecSyntaxError:
         if tok.type == "_NL":
             span = Span(file, span.line, span.col, span.line, span.col + 1)
     hint = None
+    before = _last_token(e)
     if str(tok) in KEYWORDS and "NAME" in e.expected:
         hint = f"'{tok}' is a reserved word; choose another name"
+    elif before is not None and str(before) in KEYWORDS and tok.type in ("COLON", "EQUAL"):
+        hint = f"'{before}' is a reserved word; choose another name"
+    elif before is not None and before.type in OPERATORS and tok.type == "_NL":
+        hint = "a line cannot end in an operator: put the expression in ( ) or end the " \
+               "line with \\"
     elif "_NL" in e.expected and tok.type in ("NAME", "INT", "DIMS", "FLOAT"):
         hint = "separate arguments with ',' and statements with a new line or ';'"
     return SpecSyntaxError(f"unexpected {found}; expected {expected}", span, hint, code="E101")
+
+
+def _acceptable(e: UnexpectedToken) -> set[str]:
+    """What the parser could take where it stopped (the lexer's own set, e.expected, also
+    holds the post-lexer's always-accepted terminals and misses keywords)."""
+    try:
+        return set(e.interactive_parser.accepts()) or set(e.expected)
+    except Exception:  # noqa: BLE001 - only a message depends on it
+        return set(e.expected)
+
+
+def _last_token(e: UnexpectedToken) -> Token | None:
+    """The token the parser took just before the unexpected one, if it is at hand."""
+    try:
+        last = e.interactive_parser.parser_state.value_stack[-1]
+    except (AttributeError, IndexError):
+        return None
+    return last if isinstance(last, Token) else None
 
 
 def _expected(terms) -> str:
@@ -356,7 +387,8 @@ def _expected(terms) -> str:
 
 
 def _end_of(text: str) -> tuple[int, int]:
-    lines = text.split("\n")
+    """Just after the last thing in the text (not on the empty line after its last newline)."""
+    lines = text.rstrip().split("\n")
     return len(lines), len(lines[-1]) + 1
 
 
