@@ -10,6 +10,7 @@ number is formatted here: no user text reaches the generated code unescaped.
 from __future__ import annotations
 
 import builtins
+import functools
 import inspect
 import keyword
 import re
@@ -32,7 +33,19 @@ from torch import nn
 # Names the generated module-level code uses itself.
 _TAKEN = {"torch", "nn", "F", "PadShortcut", "projection", "avg_down", "init_weights",
           "OrderedDict", "Optional"}
-_MODULE_ATTRS = set(dir(__import__("torch").nn.Module))
+
+
+@functools.lru_cache(maxsize=None)
+def _module_attrs() -> frozenset[str]:
+    """nn.Module's own attribute names, which a submodule must not shadow."""
+    try:
+        from torch import nn
+    except ImportError:
+        from resdsl.errors import ResdslError
+        raise ResdslError("the PyTorch backend needs torch", None,
+                          "pip install torch (e.g. pip install torch==2.13.0)",
+                          code="E606") from None
+    return frozenset(dir(nn.Module))
 
 
 def _comment(text: str) -> str:
@@ -59,7 +72,7 @@ def _camel(name: str) -> str:
 def safe_attr(name: str) -> bool:
     """Can `name` be a plain `self.name` submodule attribute?"""
     return (name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_")
-            and name not in _MODULE_ATTRS)
+            and name not in _module_attrs())
 
 
 def _get(owner: str, name: str) -> str:

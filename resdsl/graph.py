@@ -127,9 +127,10 @@ class Builder:
         xs, rs = self.shape(x), self.shape(r)
         if sc.kind == "custom":
             return self.seq(sc.body, x, ctx), "custom"
-        same = xs == rs
+        stride = self.branch_stride(x, r)
+        same = xs[:1] == rs[:1] and stride == (1, 1)  # torchvision: stride 1, same channels
         if sc.kind == "identity" or (same and not sc.always):
-            if not same:
+            if xs != rs:
                 raise self._locate(ShapeError(
                     f"`shortcut identity`, but the residual branch changes the shape: "
                     f"{shape_str(xs)} -> {shape_str(rs)}", sc.span,
@@ -139,7 +140,6 @@ class Builder:
         if len(xs) != 3 or len(rs) != 3:
             raise self._locate(ShapeError("a shortcut needs feature maps on both branches",
                                           sc.span, code="E404"), sc.path, sc.span)
-        stride = tuple(max(1, -(-a // b)) for a, b in zip(xs[1:], rs[1:]))
         if sc.kind == "pad":
             return self._pad(sc, x, xs, rs, stride, ctx), "pad"
         src = x
@@ -158,6 +158,24 @@ class Builder:
         bn = self.add(f"{sc.path}.{index + 1}", "bn", {"zero_init": False, "eps": 1e-5,
                                                       "momentum": 0.1}, [conv], sc.span, ctx)
         return bn, sc.kind
+
+    def branch_stride(self, x: str, r: str) -> tuple[int, int]:
+        """The total stride of the residual branch from x to r: the product of its convs' and
+        pools' strides (through nested blocks along their residual side). Deciding by stride
+        rather than by shape keeps a network's parameters independent of its input size."""
+        sh = sw = 1
+        v = r
+        while v != x:
+            d = self.g.nodes[v]
+            if d["op"] in ("conv", "maxpool", "avgpool") and d["attrs"].get("kernel") is not None:
+                sh, sw = sh * d["attrs"]["stride"][0], sw * d["attrs"]["stride"][1]
+            elif d["op"] == "pad":
+                sh, sw = sh * d["attrs"]["stride"], sw * d["attrs"]["stride"]
+            preds = list(self.g.predecessors(v))
+            if not preds:
+                break
+            v = next((u for u in preds if self.g.edges[u, v].get("port", 0) == 0), preds[0])
+        return sh, sw
 
     def _pad(self, sc: ShortcutNode, x: str, xs, rs, stride, ctx: Ctx) -> str:
         if rs[0] < xs[0] or stride[0] != stride[1]:

@@ -26,16 +26,17 @@ def _map(shape: Shape, op: str) -> Shape:
 
 
 def _window(size: int, k: int, s: int, p: int, d: int, ceil: bool, what: str) -> int:
-    """PyTorch's output size for one spatial dimension of a conv or pool."""
+    """PyTorch's output size for one spatial dimension of a conv or pool (with ceil_mode a
+    window may hang over the edge, as long as it starts inside the padded input)."""
     span = d * (k - 1) + 1
-    if size + 2 * p < span:
-        raise ShapeError(f"{what}: input size {size} (padded {size + 2 * p}) is smaller than "
-                         f"the kernel ({span})", hint="use a larger input or a smaller kernel "
-                                                      "or stride earlier", code="E402")
     num = size + 2 * p - span
     out = (-(-num // s) if ceil else num // s) + 1
     if ceil and (out - 1) * s >= size + p:
         out -= 1
+    if out < 1:
+        raise ShapeError(f"{what}: input size {size} (padded {size + 2 * p}) is smaller than "
+                         f"the kernel ({span})", hint="use a larger input or a smaller kernel "
+                                                      "or stride earlier", code="E402")
     return out
 
 

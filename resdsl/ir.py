@@ -85,7 +85,8 @@ def to_text(g: nx.DiGraph) -> str:
         if d["op"] == "avgpool" and d["attrs"]["kernel"] is None:
             shown = ["global"]
         args = ", ".join(shown)
-        srcs = ", ".join(_operand(g, u, v) for u in g.predecessors(v))
+        preds = sorted(g.predecessors(v), key=lambda u: g.edges[u, v].get("port", 0))
+        srcs = ", ".join(_operand(g, u, v) for u in preds)
         operands = f" <- {srcs}" if srcs else ""
         lines.append(f"{v} = {d['op']}({args}) : {shape_str(d['shape'])}{operands}")
     return "\n".join(lines) + "\n"
