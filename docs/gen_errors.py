@@ -217,6 +217,10 @@ FIXED = [
     ("E603", "Graphviz failed",
      "Graphviz's `dot` ran but failed; its first line of error output is in the message.",
      "error[E603]: Graphviz's `dot` failed: <dot's message>"),
+    ("E606", "torch missing",
+     "The PyTorch backend (`compile --emit python|onnx`, `resdsl.build`) needs torch.",
+     "error[E606]: the PyTorch backend needs torch\n"
+     "  hint: pip install torch (e.g. pip install torch==2.13.0)"),
     ("E504", "out of memory",
      "Python ran out of memory building the spec; the CLI prints this instead of a traceback.",
      "error[E504]: out of memory; the spec is too large to build"),
