@@ -149,9 +149,11 @@ def layer_ctor(g: nx.DiGraph, v: str, key: str) -> Ctor:
 
 
 def _inplace_ok(g: nx.DiGraph, v: str) -> bool:
-    """ReLU may overwrite its input only when nothing else reads that input."""
+    """ReLU may overwrite its input only when nothing else reads it: a conv, bn or add output
+    with no other user (a relu's, dropout's or flatten's output may be needed by its backward
+    or alias a tensor someone else holds)."""
     (u,) = g.predecessors(v)
-    return g.out_degree(u) == 1 and g.nodes[u]["op"] != "input"
+    return g.out_degree(u) == 1 and g.nodes[u]["op"] in ("conv", "bn", "add")
 
 
 def _needs_flatten(g: nx.DiGraph, v: str) -> bool:
@@ -299,7 +301,8 @@ class Emitter:
         candidates += [p for p in spec_params if col == [b.args[p] for b in cls.instances]]
         candidates.append(slot)
         for c in candidates:
-            if c not in taken and safe_attr(c) and c not in ("downsample", "self"):
+            if c not in taken and safe_attr(c) and c not in self.used_names | {"self", "super",
+                                                                                 "downsample"}:
                 return c
         i = 2
         while f"{slot}_{i}" in taken:
@@ -396,7 +399,9 @@ class Emitter:
         sc = shortcut_expr(self.g, b)
         if sc is not None:
             args.append(f"downsample={sc}")
-            self.needs.add(sc.split("(")[0])
+            helper = sc.split("(")[0]
+            if helper in ("PadShortcut", "projection", "avg_down"):
+                self.needs.add(helper)
         return f"{cls.name}({', '.join(args)})"
 
     def network(self, features: list[str] | None) -> list[str]:
@@ -443,7 +448,21 @@ class Emitter:
                 out.append((item.name, item))
         return out
 
+    def check_names(self) -> None:
+        """A submodule may not take a name nn.Module or the generated class already uses."""
+        reserved = _module_attrs() | {"training", "zero_init", "downsample"}
+        items = [n for _, n in self.top_level()]
+        for b in _all_blocks(self.net):
+            items += [n for n in (b.pre or []) + (b.residual or []) + (b.post or [])]
+        for node in items:
+            if node.name in reserved and isinstance(node, (LayerNode, BlockNode, StageNode)):
+                raise SpecNameError(
+                    f"'{node.name}' cannot name a layer in PyTorch: nn.Module (or the generated "
+                    "block class) already uses it", node.span,
+                    f"label it differently, e.g. '{node.name}_'", code="E210")
+
     def source(self, features: list[str] | None = None, standalone: bool = False) -> str:
+        self.check_names()
         for b in _all_blocks(self.net):
             self.collect(b)
         for cls in self.classes.values():

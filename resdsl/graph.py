@@ -131,10 +131,13 @@ class Builder:
         same = xs[:1] == rs[:1] and stride == (1, 1)  # torchvision: stride 1, same channels
         if sc.kind == "identity" or (same and not sc.always):
             if xs != rs:
+                hint = ("use `shortcut projection` (option B) or `shortcut pad` (option A)"
+                        if sc.kind == "identity" else
+                        "the branch keeps its channels and stride, so the shortcut is the "
+                        "identity; make the residual branch keep the map size (padding)")
                 raise self._locate(ShapeError(
-                    f"`shortcut identity`, but the residual branch changes the shape: "
-                    f"{shape_str(xs)} -> {shape_str(rs)}", sc.span,
-                    "use `shortcut projection` (option B) or `shortcut pad` (option A)",
+                    f"`shortcut {sc.kind}`, but the residual branch changes the shape: "
+                    f"{shape_str(xs)} -> {shape_str(rs)}", sc.span, hint,
                     code="E407"), f"{sc.path}", sc.span)
             return x, "identity"
         if len(xs) != 3 or len(rs) != 3:

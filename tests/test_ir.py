@@ -496,10 +496,6 @@ network n {
 
 
 @pytest.mark.parametrize("kind", ["projection", "pad", "avgdown"])
-@pytest.mark.xfail(strict=True, reason="a projection/pad/avgdown shortcut on an unstrided, "
-                   "same-width branch that shrinks the map is reported as '`shortcut identity`, "
-                   "but ...' with the hint 'use `shortcut projection`', naming a kind the user "
-                   "did not write (graph.Builder.shortcut reuses the identity message)")
 def test_shortcut_error_names_the_kind_written(kind):
     text = SHRINKING.replace("KIND", kind)
     e = shape_error(text)

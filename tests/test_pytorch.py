@@ -27,6 +27,7 @@ from torch import nn  # noqa: E402
 
 import resdsl  # noqa: E402
 from resdsl.cli import main  # noqa: E402
+from resdsl.errors import ResdslError  # noqa: E402
 from resdsl.graph import totals  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -411,33 +412,15 @@ def _build_run(text: str, **kw):
     return model, y
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a label that is an nn.Module attribute (forward, "
-                   "eval, parameters, cuda, __init__) is emitted as add_module(name, ...), which "
-                   "raises KeyError \"attribute 'forward' already exists\"", raises=KeyError)
-@pytest.mark.parametrize("label", ["forward", "eval", "parameters", "cuda", "__init__"])
-def test_label_named_like_a_module_method(label):
-    _build_run(BLOCK_WITH_LABEL.replace("LABEL", label))
-
-
-@pytest.mark.xfail(strict=True, reason="bug: label `training` becomes a child module named "
-                   "`training`; model.eval() then raises TypeError \"cannot assign 'bool' as "
-                   "child module 'training'\"", raises=TypeError)
-def test_label_training():
-    _build_run(BLOCK_WITH_LABEL.replace("LABEL", "training"))
-
-
-@pytest.mark.xfail(strict=True, reason="bug: label `zero_init` collides with the block class's "
-                   "`zero_init` tuple: forward calls the tuple (TypeError)", raises=TypeError)
-def test_label_zero_init():
-    _build_run(BLOCK_WITH_LABEL.replace("LABEL", "zero_init"))
-
-
-@pytest.mark.xfail(strict=True, reason="bug: label `downsample` inside a block with a projection "
-                   "shortcut: both are self.downsample, the shortcut overwrites the layer, and "
-                   "forward runs the projection in the residual branch (RuntimeError)",
-                   raises=RuntimeError)
-def test_label_downsample_beside_a_projection():
-    _build_run(BLOCK_WITH_LABEL.replace("LABEL", "downsample"))
+@pytest.mark.parametrize("label", ["forward", "eval", "parameters", "cuda", "__init__",
+                                   "training", "zero_init", "downsample"])
+def test_label_that_pytorch_or_the_block_class_uses_is_a_clear_error(label):
+    """nn.Module's own attributes, and the block class's `zero_init` / `downsample`, cannot
+    name a layer: E210 at the label, never a broken model."""
+    with pytest.raises(ResdslError) as err:
+        resdsl.build(BLOCK_WITH_LABEL.replace("LABEL", label))
+    assert err.value.code == "E210" and err.value.span is not None
+    assert f"'{label}'" in err.value.message
 
 
 SHADOW = """
@@ -459,9 +442,6 @@ network net {
 """
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a block parameter named `super` or `nn` becomes a "
-                   "constructor parameter that shadows super() / torch.nn inside __init__",
-                   raises=(TypeError, AttributeError))
 @pytest.mark.parametrize("param", ["super", "nn"])
 def test_block_parameter_shadowing_a_name_the_code_uses(param):
     _build_run(SHADOW.replace("PARAM", param))
@@ -472,12 +452,6 @@ def test_block_parameter_shadowing_a_name_the_code_uses(param):
 def test_block_parameter_names(param):
     model, y = _build_run(SHADOW.replace("PARAM", param))
     assert y.shape == (2, 16, 8, 8)
-
-
-def test_label_named_like_a_module_method_is_at_least_not_silent():
-    """Until the bug above is fixed: it fails at build time, not with a wrong model."""
-    with pytest.raises(KeyError, match="already exists"):
-        resdsl.build(BLOCK_WITH_LABEL.replace("LABEL", "forward"))
 
 
 # ---- features, overrides -------------------------------------------------------------------

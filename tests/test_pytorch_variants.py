@@ -325,10 +325,6 @@ network net(num_classes = 10) {
 """
 
 
-@pytest.mark.xfail(strict=True, raises=SyntaxError, reason=(
-    "bug: a custom `shortcut { ... }` makes the emitter write "
-    "`from resdsl.runtime import init_weights, nn.Sequential` (instance_expr adds "
-    "sc.split('(')[0] to the runtime imports), a SyntaxError at build"))
 @pytest.mark.parametrize("labelled", [False, True])
 def test_custom_shortcut(labelled):
     text = CUSTOM_SHORTCUT.replace("    bn\n  }", "    norm: bn\n  }") if labelled \
@@ -340,18 +336,11 @@ def test_custom_shortcut(labelled):
 
 # ---- in-place ReLU -------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "bug: relu after relu is emitted as ReLU(inplace=True); it overwrites the first relu's "
-    "output, which that relu's backward needs: 'one of the variables needed for gradient "
-    "computation has been modified by an inplace operation'"))
 def test_relu_after_relu_backward():
     build_check("network net {\n  input 3 x 8 x 8\n  conv 4, 3x3\n  relu\n  relu\n}\n", "net",
                 (3, 8, 8))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: flatten of the input then relu: the relu is in place on a view of the caller's "
-    "tensor (_inplace_ok looks only at the direct predecessor), so model(x) rectifies x"))
 def test_model_does_not_modify_its_input():
     model = resdsl.build("network net {\n  input 3 x 4 x 4\n  flatten\n  relu\n  fc 2\n}\n")
     x = torch.randn(2, 3, 4, 4)
@@ -361,10 +350,6 @@ def test_model_does_not_modify_its_input():
     assert torch.equal(x, before)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: dropout then relu in a residual branch: in eval mode nn.Dropout returns its input "
-    "itself, so the in-place relu rectifies the block input that the identity shortcut then "
-    "adds: silently wrong outputs"))
 def test_dropout_then_relu_keeps_the_shortcut_intact():
     text = ("block blk(planes) {\n  residual {\n    dropout 0.5\n    relu\n"
             "    conv planes, 3x3\n  }\n  shortcut identity\n  merge add\n}\n"
@@ -384,22 +369,20 @@ strategies_file = Path(__file__).with_name("strategies.py")
 
 @pytest.mark.skipif(not strategies_file.exists(), reason="tests/strategies.py not written yet")
 def test_random_specs_build_with_the_models_shapes_and_counts():
-    """Random valid specs: the built module's every leaf shape, its output shape and its
-    parameter and buffer counts equal the independent model's (strategies.py). Custom
-    shortcuts are left out (bug above); forward only, under no_grad (the relu-after-relu bug
-    above breaks backward)."""
+    """Random valid specs (every shortcut kind, custom included): the built module's every
+    leaf shape, its output shape and its parameter and buffer counts equal the independent
+    model's (strategies.py), and backward reaches every parameter and the input."""
     hypothesis = pytest.importorskip("hypothesis")
     from hypothesis import HealthCheck, given, note, settings
 
     sys.path.insert(0, os.path.dirname(__file__))
     import strategies as S
 
-    shortcuts = tuple(s for s in S.SHORTCUTS if s != "custom")
     n = max(1, 25 * settings.default.max_examples // 100)
 
     @settings(max_examples=n, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-    @given(S.specs(shortcuts=shortcuts))
+    @given(S.specs())
     def run(spec):
         note(spec.text)
         exp = spec.expected
@@ -413,10 +396,13 @@ def test_random_specs_build_with_the_models_shapes_and_counts():
         for name, m in mods.items():
             m.register_forward_hook(
                 lambda mod, args, out, name=name: seen.__setitem__(name, tuple(out.shape[1:])))
-        with torch.no_grad():
-            y = model(torch.randn(2, *spec.input))
+        x = torch.randn(2, *spec.input, requires_grad=True)
+        y = model(x)
         assert tuple(y.shape[1:]) == exp.output_shape
         assert seen == {k: exp.shapes[k] for k in mods}
+        (y * torch.randn_like(y)).sum().backward()
+        assert x.grad is not None
+        assert all(p.grad is not None for p in model.parameters())
 
     assert hypothesis
     run()
