@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from . import nodes as n
-from .elaborate import Elaborator, bind_shape, head_span
+from .elaborate import Elaborator, bind_shape, head_span, names_in
 from .errors import Collector, ResdslError, Span, SpecNameError, SpecValueError, did_you_mean
 from .layers import LAYERS, MERGES, REQUIRED, SHORTCUTS
 from .loader import Program, Scope
@@ -163,22 +163,11 @@ class _Definition:
                                      SHORTCUTS[st.kind]))
 
     def expr(self, e: n.Expr, local: set[str]) -> None:
-        stack = [e]
-        while stack:
-            x = stack.pop()
-            if isinstance(x, n.Name):
-                if x.id not in local and self.scope.lookup(x.id) is None:
-                    self.errors.add(SpecNameError(
-                        f"unknown name '{x.id}'", x.span,
-                        did_you_mean(x.id, list(local) + list(self.scope.names)), code="E201"))
-            elif isinstance(x, n.BinOp):
-                stack += [x.left, x.right]
-            elif isinstance(x, n.Neg):
-                stack.append(x.operand)
-            elif isinstance(x, (n.ListExpr, n.Dims)):
-                stack += list(x.items)
-            elif isinstance(x, n.Index):
-                stack += [x.target, x.index]
+        for x in names_in(e):
+            if x.id not in local and self.scope.lookup(x.id) is None:
+                self.errors.add(SpecNameError(
+                    f"unknown name '{x.id}'", x.span,
+                    did_you_mean(x.id, list(local) + list(self.scope.names)), code="E201"))
 
     def sequence(self, body: Iterable, where: str) -> None:
         """A branch or group is a plain sequence of layers and lets."""

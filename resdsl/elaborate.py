@@ -382,7 +382,7 @@ class Elaborator:
                                     code="E205")
             state[key] = "open"
             stack.append((d, s, True))
-            for name in _names_in(d.value):
+            for name in (x.id for x in names_in(d.value)):
                 found = s.lookup(name)
                 if found is not None and isinstance(found[0], n.Let):
                     stack.append((found[0], found[1], False))
@@ -708,12 +708,13 @@ def _from_python(v: Any, env: Env, what: str, span: Span) -> Value:
                          code="E304")
 
 
-def _names_in(e: n.Expr) -> Iterable[str]:
+def names_in(e: n.Expr) -> Iterable[n.Name]:
+    """Every name an expression refers to, walked without recursion."""
     stack = [e]
     while stack:
         x = stack.pop()
         if isinstance(x, n.Name):
-            yield x.id
+            yield x
         elif isinstance(x, n.BinOp):
             stack += [x.left, x.right]
         elif isinstance(x, n.Neg):
