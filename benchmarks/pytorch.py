@@ -1,0 +1,163 @@
+"""PyTorch backend timings: resdsl's ResNet-50 against torchvision's, and build time.
+
+    python benchmarks/pytorch.py [--runs 9] [--batch 8] [--size 224] [--threads N]
+
+1. Eager CPU forward, float32, eval mode, under torch.no_grad(): resdsl.build(resnet50) and
+   torchvision.models.resnet50() carrying the same weights, measured interleaved (each round
+   times both, alternating which goes first) after a warm-up. Goal: resdsl / torchvision
+   <= 1.03, judged on the median of the per-round ratios (each round's two timings share
+   the machine's conditions; on a shared machine the medians of the two columns can fall in
+   different load phases). The ratio of the medians and of the minima are shown too.
+2. Spec -> module: resdsl.build(specs/resnet.res, "resnet152") (parse, check, emit, exec,
+   construct, initialise), median of 3 after a first (cold) build, against
+   torchvision.models.resnet152() construction for reference. Goal: < 1 s.
+
+The machine may be shared: the load average is printed before and after; run it several
+times and compare. The table is printed last.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+
+import resdsl  # noqa: E402
+
+RESNET = ROOT / "specs" / "resnet.res"
+GOAL_RATIO = 1.03
+GOAL_BUILD_S = 1.0
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def timed2(fn) -> tuple[float, float]:
+    """(wall, process CPU) seconds: CPU time is less disturbed by other processes on a
+    shared machine (not at all by waiting for a core), wall time is what the goal is about."""
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def forward(runs: int, batch: int, size: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet50().eval()
+    ours = resdsl.build(RESNET, "resnet50").eval()
+    ours.load_state_dict(tv.state_dict(), strict=True)
+    x = torch.randn(batch, 3, size, size)
+    with torch.no_grad():
+        same = torch.equal(ours(x), tv(x))
+        for _ in range(warmup):
+            ours(x)
+            tv(x)
+        t_ours, t_tv, c_ours, c_tv, ratios = [], [], [], [], []
+        for i in range(runs):
+            pair = [("ours", ours), ("tv", tv)] if i % 2 == 0 else [("tv", tv), ("ours", ours)]
+            got, cpu = {}, {}
+            for name, model in pair:
+                got[name], cpu[name] = timed2(lambda model=model: model(x))
+            t_ours.append(got["ours"])
+            t_tv.append(got["tv"])
+            c_ours.append(cpu["ours"])
+            c_tv.append(cpu["tv"])
+            ratios.append(got["ours"] / got["tv"])
+            print(f"  round {i + 1}/{runs}: resdsl {got['ours'] * 1e3:8.1f} ms   torchvision "
+                  f"{got['tv'] * 1e3:8.1f} ms   ratio {ratios[-1]:.3f}   (cpu {cpu['ours']:.2f} "
+                  f"/ {cpu['tv']:.2f} s, load {load().split()[0]})", flush=True)
+    med = statistics.median
+    return {"ours": med(t_ours), "tv": med(t_tv), "ratio_of_medians": med(t_ours) / med(t_tv),
+            "median_ratio": med(ratios), "min_ours": min(t_ours), "min_tv": min(t_tv),
+            "cpu_ours": med(c_ours), "cpu_tv": med(c_tv), "same": same}
+
+
+def build_times(runs: int = 3) -> dict:
+    cold = timed(lambda: resdsl.build(RESNET, "resnet152"))
+    ours = [timed(lambda: resdsl.build(RESNET, "resnet152")) for _ in range(runs)]
+    torchvision.models.resnet152()  # warm-up for symmetry
+    tv = [timed(lambda: torchvision.models.resnet152()) for _ in range(runs)]
+    return {"cold": cold, "ours": statistics.median(ours), "tv": statistics.median(tv),
+            "ours_all": ours, "tv_all": tv}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=9, help="timed rounds (median; at least 5)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = ap.parse_args()
+    if args.runs < 5:
+        ap.error("--runs must be at least 5")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT),
+                                                          *sys.argv[1:]])
+    print(f"# {cmd} — {now}")
+    print(f"# {os.cpu_count()} cores (nproc), {platform.machine()}, {platform.processor() or '?'}; "
+          f"Python {platform.python_version()}, torch {torch.__version__}, torchvision "
+          f"{torchvision.__version__}, resdsl {resdsl.__version__}; torch threads "
+          f"{torch.get_num_threads()}")
+    print(f"# load average before: {load()}")
+    print(f"# forward: resnet50, batch {args.batch}, {args.size}x{args.size}, float32, eval, "
+          f"no_grad, {args.warmup} warm-up + {args.runs} interleaved rounds", flush=True)
+
+    fwd = forward(args.runs, args.batch, args.size, args.warmup)
+    print("# build: resnet152, cold build then median of 3; torchvision construction median of 3",
+          flush=True)
+    b = build_times()
+    print(f"  resdsl builds: {', '.join(f'{t:.3f}' for t in b['ours_all'])} s "
+          f"(cold {b['cold']:.3f} s); torchvision: {', '.join(f'{t:.3f}' for t in b['tv_all'])} s")
+    print(f"# load average after: {load()}")
+    print(f"# outputs identical with the same weights: {fwd['same']}")
+    print()
+
+    ratio = fwd["median_ratio"]
+    rows = [
+        ("metric", "resdsl", "torchvision", "ratio", "goal", "result"),
+        (f"forward resnet50 b{args.batch} {args.size}px, median ms",
+         f"{fwd['ours'] * 1e3:.1f}", f"{fwd['tv'] * 1e3:.1f}", f"{ratio:.3f}", f"<= {GOAL_RATIO}",
+         "PASS" if ratio <= GOAL_RATIO else "FAIL"),
+        ("  (ratio: median of the per-round ratios, above; of the medians)", "", "",
+         f"{fwd['ratio_of_medians']:.3f}", "", ""),
+        ("  (min ms)", f"{fwd['min_ours'] * 1e3:.1f}", f"{fwd['min_tv'] * 1e3:.1f}",
+         f"{fwd['min_ours'] / fwd['min_tv']:.3f}", "", ""),
+        ("  (median process CPU ms)", f"{fwd['cpu_ours'] * 1e3:.1f}",
+         f"{fwd['cpu_tv'] * 1e3:.1f}", f"{fwd['cpu_ours'] / fwd['cpu_tv']:.3f}", "", ""),
+        ("build resnet152, median s", f"{b['ours']:.3f}", f"{b['tv']:.3f}",
+         f"{b['ours'] / b['tv']:.3f}", f"< {GOAL_BUILD_S:g} s",
+         "PASS" if b["ours"] < GOAL_BUILD_S else "FAIL"),
+        ("  (first build in the process, s)", f"{b['cold']:.3f}", "", "", "", ""),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+
+
+if __name__ == "__main__":
+    main()
