@@ -382,7 +382,11 @@ class Emitter:
                 out.append("identity = x")
             else:
                 out.append("identity = x if self.downsample is None else self.downsample(x)")
-            out.append("out = out + identity")
+            last = res[-1].ctor.template if res and res[-1].ctor else ""
+            # in place, as torchvision does, where the branch ends in a conv or bn (whose
+            # output no backward needs); else a new tensor
+            inplace = last.startswith(("nn.BatchNorm2d", "nn.Conv2d"))
+            out.append("out += identity" if inplace else "out = out + identity")
         out += [self.call(s, "out") for s in post]
         return out + ["return out"]
 
