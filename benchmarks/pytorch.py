@@ -4,10 +4,11 @@
 
 1. Eager CPU forward, float32, eval mode, under torch.no_grad(): resdsl.build(resnet50) and
    torchvision.models.resnet50() carrying the same weights, measured interleaved (each round
-   times both, alternating which goes first) after a warm-up. Goal: resdsl / torchvision
-   <= 1.03, judged on the median of the per-round ratios (each round's two timings share
-   the machine's conditions; on a shared machine the medians of the two columns can fall in
-   different load phases). The ratio of the medians and of the minima are shown too.
+   times both, and a second torchvision instance as a control, in rotating order) after a
+   warm-up. Goal: resdsl / torchvision <= 1.03, judged on the median of the per-round
+   ratios (a round's timings share the machine's conditions; on a shared machine the
+   medians of two columns can fall in different load phases). The ratio of the medians and
+   of the minima are shown too, and the control's ratio: the noise floor.
 2. Spec -> module: resdsl.build(specs/resnet.res, "resnet152") (parse, check, emit, exec,
    construct, initialise), median of 3 after a first (cold) build, against
    torchvision.models.resnet152() construction for reference. Goal: < 1 s.
@@ -62,34 +63,44 @@ def timed2(fn) -> tuple[float, float]:
 
 
 def forward(runs: int, batch: int, size: int, warmup: int) -> dict:
+    """Time resdsl's model, torchvision's, and a second torchvision instance with the same
+    weights (the control: its ratio to the first shows how far chance alone moves a ratio
+    on this machine), in rotating order each round."""
     torch.manual_seed(0)
     tv = torchvision.models.resnet50().eval()
     ours = resdsl.build(RESNET, "resnet50").eval()
     ours.load_state_dict(tv.state_dict(), strict=True)
+    control = torchvision.models.resnet50().eval()
+    control.load_state_dict(tv.state_dict(), strict=True)
+    models = {"ours": ours, "tv": tv, "control": control}
     x = torch.randn(batch, 3, size, size)
+    wall: dict[str, list[float]] = {k: [] for k in models}
+    cpu: dict[str, list[float]] = {k: [] for k in models}
     with torch.no_grad():
         same = torch.equal(ours(x), tv(x))
         for _ in range(warmup):
-            ours(x)
-            tv(x)
-        t_ours, t_tv, c_ours, c_tv, ratios = [], [], [], [], []
+            for model in models.values():
+                model(x)
+        names = list(models)
         for i in range(runs):
-            pair = [("ours", ours), ("tv", tv)] if i % 2 == 0 else [("tv", tv), ("ours", ours)]
-            got, cpu = {}, {}
-            for name, model in pair:
-                got[name], cpu[name] = timed2(lambda model=model: model(x))
-            t_ours.append(got["ours"])
-            t_tv.append(got["tv"])
-            c_ours.append(cpu["ours"])
-            c_tv.append(cpu["tv"])
-            ratios.append(got["ours"] / got["tv"])
-            print(f"  round {i + 1}/{runs}: resdsl {got['ours'] * 1e3:8.1f} ms   torchvision "
-                  f"{got['tv'] * 1e3:8.1f} ms   ratio {ratios[-1]:.3f}   (cpu {cpu['ours']:.2f} "
-                  f"/ {cpu['tv']:.2f} s, load {load().split()[0]})", flush=True)
+            for name in names[i % 3:] + names[:i % 3]:
+                w, c = timed2(lambda name=name: models[name](x))
+                wall[name].append(w)
+                cpu[name].append(c)
+            print(f"  round {i + 1:2}/{runs}: resdsl {wall['ours'][-1] * 1e3:7.1f} ms   "
+                  f"torchvision {wall['tv'][-1] * 1e3:7.1f} ms   ratio "
+                  f"{wall['ours'][-1] / wall['tv'][-1]:.3f}   control ratio "
+                  f"{wall['control'][-1] / wall['tv'][-1]:.3f}   load {load().split()[0]}",
+                  flush=True)
     med = statistics.median
-    return {"ours": med(t_ours), "tv": med(t_tv), "ratio_of_medians": med(t_ours) / med(t_tv),
-            "median_ratio": med(ratios), "min_ours": min(t_ours), "min_tv": min(t_tv),
-            "cpu_ours": med(c_ours), "cpu_tv": med(c_tv), "same": same}
+
+    def ratio(a: str) -> float:
+        return med([x / y for x, y in zip(wall[a], wall["tv"])])
+    return {"ours": med(wall["ours"]), "tv": med(wall["tv"]), "control": med(wall["control"]),
+            "median_ratio": ratio("ours"), "control_ratio": ratio("control"),
+            "ratio_of_medians": med(wall["ours"]) / med(wall["tv"]),
+            "min_ours": min(wall["ours"]), "min_tv": min(wall["tv"]),
+            "cpu_ours": med(cpu["ours"]), "cpu_tv": med(cpu["tv"]), "same": same}
 
 
 def build_times(runs: int = 3) -> dict:
@@ -124,7 +135,8 @@ def main() -> None:
           f"{torch.get_num_threads()}")
     print(f"# load average before: {load()}")
     print(f"# forward: resnet50, batch {args.batch}, {args.size}x{args.size}, float32, eval, "
-          f"no_grad, {args.warmup} warm-up + {args.runs} interleaved rounds", flush=True)
+          f"no_grad, {args.warmup} warm-up + {args.runs} interleaved rounds (resdsl, "
+          "torchvision, torchvision control)", flush=True)
 
     fwd = forward(args.runs, args.batch, args.size, args.warmup)
     print("# build: resnet152, cold build then median of 3; torchvision construction median of 3",
@@ -144,6 +156,8 @@ def main() -> None:
          "PASS" if ratio <= GOAL_RATIO else "FAIL"),
         ("  (ratio: median of the per-round ratios, above; of the medians)", "", "",
          f"{fwd['ratio_of_medians']:.3f}", "", ""),
+        ("  (control: a 2nd torchvision instance / the 1st)", f"{fwd['control'] * 1e3:.1f}",
+         "", f"{fwd['control_ratio']:.3f}", "", ""),
         ("  (min ms)", f"{fwd['min_ours'] * 1e3:.1f}", f"{fwd['min_tv'] * 1e3:.1f}",
          f"{fwd['min_ours'] / fwd['min_tv']:.3f}", "", ""),
         ("  (median process CPU ms)", f"{fwd['cpu_ours'] * 1e3:.1f}",

@@ -245,8 +245,8 @@ def test_standalone_file_runs_without_resdsl(tmp_path):
             "m.eval()\n"
             "with torch.no_grad():\n"
             "    torch.save(m(torch.load(sys.argv[3])), sys.argv[4])\n"
-            "assert not any(k == 'resdsl' or k.startswith('resdsl.') for k, v in sys.modules.items()"
-            " if v is not None)\n")
+            "assert not any(k == 'resdsl' or k.startswith('resdsl.')\n"
+            "               for k, v in sys.modules.items() if v is not None)\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "weights.pt"),
                            str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
@@ -492,7 +492,8 @@ def test_features_from_the_cli(tmp_path):
 
 
 @pytest.mark.xfail(strict=True, reason="bug: features given out of network order: forward "
-                   "returns them in network order but feature_info keeps the order given", raises=AssertionError)
+                   "returns them in network order but feature_info keeps the order given",
+                   raises=AssertionError)
 def test_feature_info_is_in_the_order_of_the_outputs():
     model = resdsl.build(RESNET, "resnet50", features=["layer4", "layer2"])
     outs = model(torch.randn(1, 3, 64, 64))
@@ -500,7 +501,8 @@ def test_feature_info_is_in_the_order_of_the_outputs():
 
 
 @pytest.mark.xfail(strict=True, reason="bug: a feature taken from a layer followed by an "
-                   "in-place ReLU is overwritten by that ReLU (bn1 comes back rectified)", raises=AssertionError)
+                   "in-place ReLU is overwritten by that ReLU (bn1 comes back rectified)",
+                   raises=AssertionError)
 def test_feature_before_an_inplace_relu_is_not_clobbered():
     model = resdsl.build(RESNET, "resnet18", features=["bn1", "layer1"]).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -511,7 +513,8 @@ def test_feature_before_an_inplace_relu_is_not_clobbered():
 
 
 @pytest.mark.xfail(strict=True, reason="questionable: feature_info reduction is input_h // "
-                   "feature_h (97 // 4 = 24 for layer4 at 97x97), not the stride 32", raises=AssertionError)
+                   "feature_h (97 // 4 = 24 for layer4 at 97x97), not the stride 32",
+                   raises=AssertionError)
 def test_feature_reduction_is_the_stride_at_odd_sizes():
     model = resdsl.build(RESNET, "resnet50", features=["layer4"], input_shape=(3, 97, 97))
     assert model.feature_info[0]["reduction"] == 32

@@ -137,7 +137,7 @@ def test_unit_orderings_run_in_the_papers_order():
         g = model.resdsl_graph
         ran: list[str] = []
         for name, m in model.layer1[1].named_children():
-            m.register_forward_hook(lambda mod, a, o, name=name: ran.append(name))
+            m.register_forward_hook(lambda mod, a, o, name=name, ran=ran: ran.append(name))
         with torch.no_grad():
             model(torch.randn(1, 3, 32, 32))
         kinds = [g.nodes[f"layer1.1.{n}"]["op"] for n in ran]
