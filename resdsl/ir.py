@@ -6,8 +6,10 @@ Node id = the hierarchical name (`layer3.4.conv2`); node attributes:
   shape   output shape, batch left out: (C, H, W) or (F,)
   stage   `layer1` / `stem` / `head` / None      block   innermost block path or None
   span    the spec text that made it             params, buffers, macs, elementwise: counts
-Edges run producer -> consumer; an `add` node's in-edges carry `port` 0 (residual) and 1
-(shortcut) and the shortcut edge its `shortcut` kind. Graph attributes: name, input.
+  fused, absorbed   on `bn_act` only: its ops in order ("bn+add+relu") and the nodes it took in
+Edges run producer -> consumer; the in-edges of an `add` (and of a `bn_act` with a residual)
+carry `port` 0 (residual) and 1 (shortcut) and the shortcut edge its `shortcut` kind. Graph
+attributes: name, input.
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ OPS: dict[str, tuple[str, ...]] = {
     "input": (),
     "conv": ("in_channels", "out", "kernel", "stride", "padding", "groups", "dilation", "bias"),
     "bn": ("zero_init", "eps", "momentum"),
+    # bn fused with a relu and/or a residual add (resdsl/fuse.py): relu(bn(x + r)) at "pre",
+    # relu(bn(x) + r) at "mid", relu(bn(x)) + r at "post"; residual_at None: no add
+    "bn_act": ("zero_init", "eps", "momentum", "relu", "residual_at"),
     "relu": (),
     "maxpool": ("kernel", "stride", "padding", "ceil_mode"),
     "avgpool": ("kernel", "stride", "padding", "ceil_mode", "count_include_pad"),  # kernel None: global
@@ -47,10 +52,20 @@ def verify(g: nx.DiGraph) -> None:
     for v, d in g.nodes(data=True):
         assert d["op"] in OPS, f"{v}: unknown op {d['op']}"
         assert set(d["attrs"]) == set(OPS[d["op"]]), f"{v}: attrs {sorted(d['attrs'])}"
-        want = 0 if d["op"] == "input" else 2 if d["op"] == "add" else 1
+        want = 0 if d["op"] == "input" else 2 if _binary(d) else 1
         assert g.in_degree(v) == want, f"{v}: {g.in_degree(v)} inputs, wants {want}"
+        if want == 2:
+            ports = sorted(e.get("port") for _, _, e in g.in_edges(v, data=True))
+            assert ports == [0, 1], f"{v}: input ports {ports}"
+        if d["op"] == "bn_act":
+            assert d["attrs"]["residual_at"] in (None, "pre", "mid", "post"), f"{v}: residual_at"
+            assert isinstance(d.get("fused"), str) and isinstance(d.get("absorbed"), tuple), v
         assert isinstance(d.get("shape"), tuple), f"{v}: no shape"
         assert all(isinstance(d.get(c), int) for c in COUNTS), f"{v}: counts missing"
+
+
+def _binary(d: dict[str, Any]) -> bool:
+    return d["op"] == "add" or (d["op"] == "bn_act" and d["attrs"]["residual_at"] is not None)
 
 
 def _fmt_value(v: Any) -> str:
@@ -70,7 +85,7 @@ def shape_str(shape: tuple[int, ...]) -> str:
 _SHORT = {"in_channels": "in", "kernel": "k", "stride": "s", "padding": "p", "groups": "g",
           "dilation": "d", "in_features": "in"}
 _DEFAULTS = {"groups": 1, "dilation": (1, 1), "bias": False, "ceil_mode": False,
-             "zero_init": False, "eps": 1e-5, "momentum": 0.1, "count_include_pad": True}
+             "zero_init": False, "relu": False, "eps": 1e-5, "momentum": 0.1, "count_include_pad": True}
 
 
 def to_text(g: nx.DiGraph) -> str:
@@ -88,7 +103,8 @@ def to_text(g: nx.DiGraph) -> str:
         preds = sorted(g.predecessors(v), key=lambda u: g.edges[u, v].get("port", 0))
         srcs = ", ".join(_operand(g, u, v) for u in preds)
         operands = f" <- {srcs}" if srcs else ""
-        lines.append(f"{v} = {d['op']}({args}) : {shape_str(d['shape'])}{operands}")
+        fused = f"  # fused {d['fused']}" if d.get("fused") else ""
+        lines.append(f"{v} = {d['op']}({args}) : {shape_str(d['shape'])}{operands}{fused}")
     return "\n".join(lines) + "\n"
 
 
