@@ -5,6 +5,8 @@ generated file stays readable and runs with only torch installed.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +27,80 @@ class PadShortcut(nn.Module):
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}, front={self.front}, back={self.back}"
+
+
+KERNELS = ("auto", "triton", "torch")
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d fused with the ReLU and residual add around it (timm's BatchNormAct2d):
+    the same parameters and buffers, so weights load unchanged. Public attributes:
+    `relu` (apply ReLU), `residual_at` (where forward's `residual` goes: "pre" relu(bn(x + r)),
+    "mid" relu(bn(x) + r), "post" relu(bn(x)) + r; None: no residual) and `kernels`
+    ("auto": Triton on CUDA tensors, else PyTorch ops; "triton"; "torch"; None: $RESDSL_KERNELS)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, *,
+                 relu: bool = False, residual_at: str | None = None, kernels: str | None = None,
+                 **kwargs):
+        super().__init__(num_features, eps, momentum, **kwargs)
+        self.relu, self.residual_at, self.kernels = relu, residual_at, kernels
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_input_dim(x)
+        # the momentum factor and batch-statistics choice exactly as nn.BatchNorm2d.forward
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else factor
+        batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return bn_act(x, self.weight, self.bias, self.running_mean if track else None,
+                      self.running_var if track else None, residual, training=batch_stats,
+                      momentum=factor, eps=self.eps, relu=self.relu,
+                      residual_at=self.residual_at or "mid", kernels=self.kernels)
+
+    def extra_repr(self) -> str:
+        at = f", residual_at={self.residual_at!r}" if self.residual_at else ""
+        kernels = f", kernels={self.kernels!r}" if self.kernels else ""
+        return f"{super().extra_repr()}, relu={self.relu}{at}{kernels}"
+
+
+def bn_act(x, weight, bias, running_mean, running_var, residual=None, *, training: bool,
+           momentum: float, eps: float, relu: bool, residual_at: str = "mid",
+           kernels: str | None = None) -> torch.Tensor:
+    """act(bn(x) [+ residual]) by `kernels` (see BatchNormAct2d): the Triton kernels of
+    resdsl.backends.bn_act, imported only when chosen, or PyTorch ops."""
+    choice = os.environ.get("RESDSL_KERNELS", "auto") if kernels is None else kernels
+    if choice not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {choice!r}")
+    if choice == "triton" or (choice == "auto" and x.is_cuda):
+        fused = _triton_bn_act(required=choice == "triton")
+        if fused is not None:
+            return fused(x, weight, bias, running_mean, running_var, residual, training=training,
+                         momentum=momentum, eps=eps, relu=relu, residual_at=residual_at,
+                         kernels=choice)
+    if residual is not None and residual_at == "pre":
+        x = x + residual
+    y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    if residual is not None and residual_at == "mid":
+        y = y + residual
+    if relu:
+        y = torch.relu(y)
+    if residual is not None and residual_at == "post":
+        y = y + residual
+    return y
+
+
+def _triton_bn_act(required: bool):
+    """resdsl's fused kernels, or None where they cannot be imported (a standalone file on a
+    machine without resdsl or triton) and PyTorch ops will do."""
+    try:
+        from resdsl.backends.bn_act import bn_act as fused
+    except ImportError:
+        if required:
+            raise
+        return None
+    return fused
 
 
 def projection(in_channels: int, out_channels: int, stride: int | tuple[int, int]) -> nn.Sequential:
