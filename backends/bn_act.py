@@ -1,9 +1,41 @@
 """Fused BatchNorm + optional residual add + optional ReLU (installed as resdsl.backends.bn_act).
 
-Torch path only for now; the Triton kernels follow.
+    y = act(bn(x + r))      residual_at="pre"   (add -> bn -> relu: BN after addition)
+    y = act(bn(x) + r)      residual_at="mid"   (bn -> add -> relu: the original ResNet unit)
+    y = act(bn(x)) + r      residual_at="post"  (bn -> relu -> add: ReLU before addition)
+
+with bn(s) = (s - mean) * invstd * w + b, act = ReLU or identity, and no residual covering
+bn -> relu and plain bn. Statistics are per channel over N and the spatial dims.
+
+Two implementations sit side by side: `bn_act_torch` (F.batch_norm, add and relu composed: the
+reference, and the path used on CPU) and the Triton kernels below, behind custom ops
+`resdsl::bn_act_fwd` / `resdsl::bn_act_bwd` so torch.compile and torch.export trace through.
+`RESDSL_KERNELS={auto,triton,torch}` (or `kernels=`) picks one; triton is imported only when
+the Triton path is taken, and on CPU tensors it runs only under TRITON_INTERPRET=1 (read when the
+kernels are first jitted, i.e. at the first Triton call, not when triton is imported).
+
+Layout: every tensor is viewed as (OUTER, C, INNER), dense. NCHW-contiguous: OUTER = N,
+INNER = H*W. channels_last: OUTER = N*H*W, INNER = 1 (C is then the contiguous axis; an NCHW
+tensor with H*W = 1 is the same thing). Any other strides are copied to NCHW first.
+
+Bytes moved, in passes over one activation-sized tensor (floor from issue 5):
+    eval forward        read x, r; write y                                  3
+    training forward    read x (stats); read x, r; write y, 1-bit mask      4 (+1/16 in bf16)
+                        ("pre" reads r in the stats pass too: 5)
+    backward            read dy, x, mask (sums); read dy, x, mask; write dx, dr
+                                                                            6 (+2 masks)
+                        ("post"/no-residual: 5, dr is dy itself; "pre": 6, dr is dx itself)
+Eager PyTorch moves about 7 (eval), 8 (training forward) and 8 (backward).
+
+Reductions are deterministic: each program of a reduction kernel reduces a fixed set of tiles
+in a fixed order to per-channel partials, and a second small kernel merges the partials (Chan's
+parallel-variance formula; each tile is centred on its own mean, so E[x^2]-E[x]^2 never
+appears). No atomics: the same inputs give bitwise-identical outputs on every run.
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 
 import torch
@@ -11,6 +43,7 @@ import torch.nn.functional as F
 
 KERNEL_CHOICES = ("auto", "triton", "torch")
 RESIDUAL_POSITIONS = ("pre", "mid", "post")
+_RES_CODE = {None: 0, "pre": 1, "mid": 2, "post": 3}  # the RES constexpr of the kernels
 
 
 def resolve_kernels(kernels: str | None) -> str:
@@ -20,6 +53,595 @@ def resolve_kernels(kernels: str | None) -> str:
         raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, got {choice!r}")
     return choice
 
+
+# --------------------------------------------------------------------------------------------
+# Triton kernels. Written at module level like Triton's tutorials, but jitted only by
+# `_triton()`: `@_kernel` records the plain function, and `_triton()` imports triton, binds the
+# module globals `triton`/`tl` the bodies refer to, and replaces each recorded function by its
+# `triton.jit` wrapper (annotations stay strings thanks to `from __future__ import annotations`,
+# which triton reads as constexpr markers).
+# --------------------------------------------------------------------------------------------
+
+_KERNELS: list[str] = []
+triton = None  # bound by _triton()
+tl = None
+
+
+def _kernel(fn):
+    _KERNELS.append(fn.__name__)
+    return fn
+
+
+@functools.cache
+def _triton():
+    """Import triton and jit the kernels (once). A clear error when triton is missing."""
+    global triton, tl
+    try:
+        import triton as _t
+        import triton.language as _tl
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise RuntimeError("RESDSL_KERNELS=triton needs the `triton` package "
+                           "(pip install triton), or use RESDSL_KERNELS=torch") from e
+    triton, tl = _t, _tl
+    for name in _KERNELS:
+        globals()[name] = triton.jit(globals()[name])
+    return triton
+
+
+@_kernel
+def _tile(o0, i0, offs_c, OUTER, C, INNER,
+          BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
+    """Element offsets and bounds mask of the (BLOCK_O, BLOCK_C, BLOCK_I) tile at (o0, ., i0)."""
+    o = o0 + tl.arange(0, BLOCK_O)
+    i = i0 + tl.arange(0, BLOCK_I)
+    offs = ((o.to(tl.int64) * C * INNER)[:, None, None] + (offs_c * INNER)[None, :, None]
+            + i[None, None, :])
+    ok = (o < OUTER)[:, None, None] & (offs_c < C)[None, :, None] & (i < INNER)[None, None, :]
+    return offs, ok
+
+
+@_kernel
+def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
+    """Chan et al.'s merge of two (count, mean, sum of squared deviations) triples."""
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    frac = n_b / tl.maximum(n, 1.0)
+    return n, mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac
+
+
+@_kernel
+def _sum2(t):
+    """Sum a (BLOCK_O, BLOCK_C, BLOCK_I) tile over O and I: one value per channel."""
+    return tl.sum(tl.sum(t, axis=2), axis=0)
+
+
+@_kernel
+def _store_mask(MASK, keep, o0, i0, c0, OUTER, C, INNER, PACK_C: tl.constexpr,
+                BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr):
+    """Pack the boolean tile `keep` 8 elements to a byte along the contiguous axis and store it.
+
+    Mask layout: (OUTER, ceil(C/8)) bytes when INNER == 1 (PACK_C), else (OUTER, C, ceil(INNER/8));
+    bit k of a byte is element 8*j + k. Tiles start at multiples of 8 on the packed axis."""
+    bits = 1 << tl.arange(0, 8)
+    o = o0 + tl.arange(0, BLOCK_O)
+    if PACK_C:
+        k = tl.reshape(keep.to(tl.int32), [BLOCK_O, BLOCK_C // 8, 8])
+        byte = tl.sum(k * bits[None, None, :], axis=2).to(tl.uint8)
+        cg = c0 // 8 + tl.arange(0, BLOCK_C // 8)
+        CB = (C + 7) // 8
+        offs = o.to(tl.int64)[:, None] * CB + cg[None, :]
+        tl.store(MASK + offs, byte, mask=(o < OUTER)[:, None] & (cg < CB)[None, :])
+    else:
+        k = tl.reshape(keep.to(tl.int32), [BLOCK_O, BLOCK_C, BLOCK_I // 8, 8])
+        byte = tl.sum(k * bits[None, None, None, :], axis=3).to(tl.uint8)
+        c = c0 + tl.arange(0, BLOCK_C)
+        ig = i0 // 8 + tl.arange(0, BLOCK_I // 8)
+        IB = (INNER + 7) // 8
+        offs = ((o.to(tl.int64) * C * IB)[:, None, None] + (c * IB)[None, :, None]
+                + ig[None, None, :])
+        ok = (o < OUTER)[:, None, None] & (c < C)[None, :, None] & (ig < IB)[None, None, :]
+        tl.store(MASK + offs, byte, mask=ok)
+
+
+@_kernel
+def _load_mask(MASK, o0, i0, c0, OUTER, C, INNER, PACK_C: tl.constexpr,
+               BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr):
+    """The boolean (BLOCK_O, BLOCK_C, BLOCK_I) tile that `_store_mask` packed."""
+    bits = tl.arange(0, 8)
+    o = o0 + tl.arange(0, BLOCK_O)
+    if PACK_C:
+        cg = c0 // 8 + tl.arange(0, BLOCK_C // 8)
+        CB = (C + 7) // 8
+        offs = o.to(tl.int64)[:, None] * CB + cg[None, :]
+        byte = tl.load(MASK + offs, mask=(o < OUTER)[:, None] & (cg < CB)[None, :], other=0)
+        k = (byte.to(tl.int32)[:, :, None] >> bits[None, None, :]) & 1
+        keep = tl.reshape(k, [BLOCK_O, BLOCK_C, BLOCK_I])
+    else:
+        c = c0 + tl.arange(0, BLOCK_C)
+        ig = i0 // 8 + tl.arange(0, BLOCK_I // 8)
+        IB = (INNER + 7) // 8
+        offs = ((o.to(tl.int64) * C * IB)[:, None, None] + (c * IB)[None, :, None]
+                + ig[None, None, :])
+        ok = (o < OUTER)[:, None, None] & (c < C)[None, :, None] & (ig < IB)[None, None, :]
+        byte = tl.load(MASK + offs, mask=ok, other=0)
+        k = (byte.to(tl.int32)[:, :, :, None] >> bits[None, None, None, :]) & 1
+        keep = tl.reshape(k, [BLOCK_O, BLOCK_C, BLOCK_I])
+    return keep != 0
+
+
+@_kernel
+def _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    """Per-channel (mean, invstd, w, scale, shift) with bn(s) = s * scale + shift."""
+    c_ok = offs_c < C
+    mean = tl.load(MEAN + offs_c, mask=c_ok, other=0.0)
+    invstd = tl.load(INVSTD + offs_c, mask=c_ok, other=0.0)
+    w = tl.load(W + offs_c, mask=c_ok, other=1.0).to(tl.float32) if HAS_W else 1.0
+    b = tl.load(B + offs_c, mask=c_ok, other=0.0).to(tl.float32) if HAS_B else 0.0
+    scale = invstd * w
+    return mean, invstd, w, scale, b - mean * scale
+
+
+@_kernel
+def _bn_stats_kernel(
+    X, R,                     # input and residual (R read only for "pre": s = x + r)
+    PART_N, PART_MEAN, PART_M2,  # (SPLIT, C) float32 partials out
+    OUTER, C, INNER,          # the (OUTER, C, INNER) view
+    SPLIT,                    # programs per channel block; program s takes o-blocks s, s+SPLIT..
+    PRE: tl.constexpr,        # add R before the statistics
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """Per-channel (count, mean, M2) partials of s = x (+ r): one read of x (and r).
+
+    Grid (cdiv(C, BLOCK_C), SPLIT). Each tile is centred on its own mean, then merged into the
+    running triple with Chan's formula, in a fixed order (deterministic)."""
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    n = tl.zeros([BLOCK_C], dtype=tl.float32)
+    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for o0 in range(pid_s * BLOCK_O, OUTER, SPLIT * BLOCK_O):
+        for i0 in range(0, INNER, BLOCK_I):
+            offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
+            s = tl.load(X + offs, mask=ok, other=0.0).to(tl.float32)
+            if PRE:
+                s += tl.load(R + offs, mask=ok, other=0.0).to(tl.float32)
+            n_t = _sum2(ok.to(tl.float32))
+            mean_t = _sum2(s) / tl.maximum(n_t, 1.0)
+            d = tl.where(ok, s - mean_t[None, :, None], 0.0)
+            n, mean, m2 = _chan_merge(n, mean, m2, n_t, mean_t, _sum2(d * d))
+    c_ok = offs_c < C
+    tl.store(PART_N + pid_s * C + offs_c, n, mask=c_ok)
+    tl.store(PART_MEAN + pid_s * C + offs_c, mean, mask=c_ok)
+    tl.store(PART_M2 + pid_s * C + offs_c, m2, mask=c_ok)
+
+
+@_kernel
+def _bn_stats_finalize_kernel(
+    PART_N, PART_MEAN, PART_M2,  # (SPLIT, C) partials from _bn_stats_kernel
+    MEAN, INVSTD, VAR,           # (C,) float32 out: batch mean, 1/sqrt(var + eps), biased var
+    C, SPLIT, eps,
+    BLOCK_C: tl.constexpr,
+):
+    """Merge the SPLIT partials of each channel (Chan, fixed order). Touches only C-sized data."""
+    offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    n = tl.zeros([BLOCK_C], dtype=tl.float32)
+    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for s in range(0, SPLIT):
+        n, mean, m2 = _chan_merge(
+            n, mean, m2,
+            tl.load(PART_N + s * C + offs_c, mask=c_ok, other=0.0),
+            tl.load(PART_MEAN + s * C + offs_c, mask=c_ok, other=0.0),
+            tl.load(PART_M2 + s * C + offs_c, mask=c_ok, other=0.0))
+    var = m2 / tl.maximum(n, 1.0)
+    tl.store(MEAN + offs_c, mean, mask=c_ok)
+    tl.store(INVSTD + offs_c, 1.0 / tl.sqrt(var + eps), mask=c_ok)
+    tl.store(VAR + offs_c, var, mask=c_ok)
+
+
+@_kernel
+def _bn_act_apply_kernel(
+    X, R, Y,                  # input, residual, output (same dense layout)
+    MASK,                     # uint8 bit-packed ReLU mask out (when WRITE_MASK)
+    W, B, MEAN, INVSTD,       # (C,) affine (optional) and statistics (float32)
+    OUTER, C, INNER,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+    RES: tl.constexpr,        # 0 none, 1 pre, 2 mid, 3 post
+    RELU: tl.constexpr,
+    WRITE_MASK: tl.constexpr, PACK_C: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """y = act(bn(x (+r)) (+r)) (+r): read x, r; write y (+ 1 bit per element for "mid"+ReLU).
+
+    The pointwise pass of both the training and the eval forward (eval: 3 passes, the floor).
+    Grid (cdiv(OUTER, BLOCK_O) * cdiv(INNER, BLOCK_I), cdiv(C, BLOCK_C)), one tile each."""
+    i_blocks = tl.cdiv(INNER, BLOCK_I)
+    o0 = (tl.program_id(0) // i_blocks) * BLOCK_O
+    i0 = (tl.program_id(0) % i_blocks) * BLOCK_I
+    c0 = tl.program_id(1) * BLOCK_C
+    offs_c = c0 + tl.arange(0, BLOCK_C)
+    mean, invstd, w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B)
+    offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
+    y = tl.load(X + offs, mask=ok, other=0.0).to(tl.float32)
+    if RES != 0:
+        r = tl.load(R + offs, mask=ok, other=0.0).to(tl.float32)
+    if RES == 1:
+        y += r
+    y = y * scale[None, :, None] + shift[None, :, None]
+    if RES == 2:
+        y += r
+    if RELU:
+        y = tl.maximum(y, 0.0)
+    if WRITE_MASK:
+        _store_mask(MASK, y > 0.0, o0, i0, c0, OUTER, C, INNER, PACK_C, BLOCK_O, BLOCK_C, BLOCK_I)
+    if RES == 3:
+        y += r
+    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=ok)
+
+
+@_kernel
+def _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift, o0, i0, c0,
+                 OUTER, C, INNER, RES: tl.constexpr, RELU: tl.constexpr, PACK_C: tl.constexpr,
+                 BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr):
+    """(dz, xhat) of a tile: dz = dL/d(bn output) (dy through the ReLU), xhat = (s-mean)*invstd.
+
+    The ReLU mask comes from the saved bits for "mid"; otherwise it is recomputed from s."""
+    dy = tl.load(DY + offs, mask=ok, other=0.0).to(tl.float32)
+    s = tl.load(X + offs, mask=ok, other=0.0).to(tl.float32)
+    if RES == 1:
+        s += tl.load(R + offs, mask=ok, other=0.0).to(tl.float32)
+    if RELU:
+        if RES == 2:
+            keep = _load_mask(MASK, o0, i0, c0, OUTER, C, INNER, PACK_C,
+                              BLOCK_O, BLOCK_C, BLOCK_I)
+        else:
+            keep = s * scale[None, :, None] + shift[None, :, None] > 0.0
+        dy = tl.where(keep, dy, 0.0)
+    xhat = tl.where(ok, (s - mean[None, :, None]) * invstd[None, :, None], 0.0)
+    return dy, xhat
+
+
+@_kernel
+def _bn_act_bwd_reduce_kernel(
+    DY, X, R, MASK,           # upstream grad, BN input (R for "pre"), saved bits ("mid"+ReLU)
+    W, B, MEAN, INVSTD,       # (C,) affine (optional) and saved statistics
+    PART_DB, PART_DW,         # (SPLIT, C) float32 partial sums of dz and dz * xhat out
+    OUTER, C, INNER, SPLIT,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, RES: tl.constexpr, RELU: tl.constexpr,
+    PACK_C: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """Backward pass 1: per-channel partials of sum(dz) and sum(dz * xhat).
+
+    Reads dy, x (and r for "pre"), the 1-bit mask: 2 passes (+1/16). Grid (cdiv(C, BLOCK_C), SPLIT)."""
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    c0 = pid_c * BLOCK_C
+    offs_c = c0 + tl.arange(0, BLOCK_C)
+    mean, invstd, w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B)
+    db = tl.zeros([BLOCK_C], dtype=tl.float32)
+    dw = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for o0 in range(pid_s * BLOCK_O, OUTER, SPLIT * BLOCK_O):
+        for i0 in range(0, INNER, BLOCK_I):
+            offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
+            dz, xhat = _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift,
+                                    o0, i0, c0, OUTER, C, INNER, RES, RELU, PACK_C,
+                                    BLOCK_O, BLOCK_C, BLOCK_I)
+            db += _sum2(dz)
+            dw += _sum2(dz * xhat)
+    c_ok = offs_c < C
+    tl.store(PART_DB + pid_s * C + offs_c, db, mask=c_ok)
+    tl.store(PART_DW + pid_s * C + offs_c, dw, mask=c_ok)
+
+
+@_kernel
+def _sum_partials_kernel(
+    PART_DB, PART_DW,         # (SPLIT, C) partials
+    DB, DW,                   # (C,) float32 out: sum(dz) (= grad of bias), sum(dz*xhat) (= grad of w)
+    C, SPLIT,
+    BLOCK_C: tl.constexpr,
+):
+    """Sum the SPLIT partials of each channel in a fixed order."""
+    offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    db = tl.zeros([BLOCK_C], dtype=tl.float32)
+    dw = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for s in range(0, SPLIT):
+        db += tl.load(PART_DB + s * C + offs_c, mask=c_ok, other=0.0)
+        dw += tl.load(PART_DW + s * C + offs_c, mask=c_ok, other=0.0)
+    tl.store(DB + offs_c, db, mask=c_ok)
+    tl.store(DW + offs_c, dw, mask=c_ok)
+
+
+@_kernel
+def _bn_act_bwd_apply_kernel(
+    DY, X, R, MASK, W, B, MEAN, INVSTD,
+    DB, DW,                   # (C,) sums from _sum_partials_kernel
+    DX, DR,                   # grads out: of the BN input, and of r for "mid"+ReLU (= dz)
+    OUTER, C, INNER,
+    inv_count,                # 1 / (OUTER * INNER)
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, RES: tl.constexpr, RELU: tl.constexpr,
+    PACK_C: tl.constexpr,
+    BATCH_STATS: tl.constexpr,  # mean/invstd came from this batch (training): the full BN grad
+    WRITE_DR: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """Backward pass 2: dx = w*invstd*(dz - mean(dz) - xhat*mean(dz*xhat)), and dr = dz.
+
+    Reads dy, x (r), mask; writes dx (and dr): 3-4 passes. Same grid as the apply kernel."""
+    i_blocks = tl.cdiv(INNER, BLOCK_I)
+    o0 = (tl.program_id(0) // i_blocks) * BLOCK_O
+    i0 = (tl.program_id(0) % i_blocks) * BLOCK_I
+    c0 = tl.program_id(1) * BLOCK_C
+    offs_c = c0 + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    mean, invstd, w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B)
+    offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
+    dz, xhat = _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift,
+                            o0, i0, c0, OUTER, C, INNER, RES, RELU, PACK_C,
+                            BLOCK_O, BLOCK_C, BLOCK_I)
+    if WRITE_DR:
+        tl.store(DR + offs, dz.to(DR.dtype.element_ty), mask=ok)
+    if BATCH_STATS:
+        db = tl.load(DB + offs_c, mask=c_ok, other=0.0) * inv_count
+        dw = tl.load(DW + offs_c, mask=c_ok, other=0.0) * inv_count
+        dz = dz - db[None, :, None] - xhat * dw[None, :, None]
+    dx = dz * (invstd * w)[None, :, None]
+    tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=ok)
+
+
+@_kernel
+def _add_act_kernel(
+    X, R, Y,                  # flat, same dense layout
+    N,                        # numel
+    RELU: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """y = act(x + r): read x, r; write y (3 passes, the floor)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < N
+    y = (tl.load(X + offs, mask=ok, other=0.0).to(tl.float32)
+         + tl.load(R + offs, mask=ok, other=0.0).to(tl.float32))
+    if RELU:
+        y = tl.maximum(y, 0.0)
+    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=ok)
+
+
+# --------------------------------------------------------------------------------------------
+# Launch configuration and layout
+# --------------------------------------------------------------------------------------------
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _view_dims(x: torch.Tensor) -> tuple[int, int, int]:
+    """(OUTER, C, INNER) of a dense tensor in the layout `_dense` gives it."""
+    n, c = x.shape[0], x.shape[1]
+    inner = math.prod(x.shape[2:])
+    if inner > 1 and _is_channels_last(x):
+        return n * inner, c, 1
+    return n, c, inner
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return (x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def _dense(x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """`x` as NCHW-contiguous or channels_last (the layout of `like`, default its own); other
+    strides are copied to NCHW-contiguous."""
+    ref = x if like is None else like
+    if _is_channels_last(ref):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous()
+
+
+def _config(outer: int, c: int, inner: int, device: torch.device) -> dict:
+    """Tile shape (BLOCK_O, BLOCK_C, BLOCK_I), reduction split and warps for one (OUTER, C, INNER).
+
+    INNER > 1 (NCHW): one channel per tile, rows of BLOCK_I contiguous elements (a power of two
+    >= 8 wasting little of INNER). INNER == 1: BLOCK_C contiguous channels (>= 8, a multiple of
+    8 for the mask bytes). ~2048 elements per tile. SPLIT programs per channel block share a
+    reduction so that about 4 programs per SM run (4 programs in all under the interpreter)."""
+    if inner > 1:
+        bc, bi = 1, min(max(_pow2(inner), 8), 1024)
+        for cand in (bi, bi // 2, bi // 4, bi // 8, bi // 16):
+            if cand >= 64 and -(-inner // cand) * cand <= 1.07 * inner:
+                bi = cand
+                break
+    else:
+        bc, bi = min(max(_pow2(c), 8), 64), 1
+    bo = max(1, min(_pow2(outer), 2048 // (bc * bi)))
+    c_blocks = -(-c // bc)
+    target = 4 * torch.cuda.get_device_properties(device).multi_processor_count \
+        if device.type == "cuda" else 4
+    split = max(1, min(-(-target // c_blocks), -(-outer // bo)))
+    return dict(BLOCK_O=bo, BLOCK_C=bc, BLOCK_I=bi, split=split, c_blocks=c_blocks,
+                tiles=-(-outer // bo) * -(-inner // bi), num_warps=4)
+
+
+def _mask_shape(outer: int, c: int, inner: int) -> tuple[int, ...]:
+    return (outer, -(-c // 8)) if inner == 1 else (outer, c, -(-inner // 8))
+
+
+def _check_triton_device(x: torch.Tensor) -> None:
+    if not x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") not in ("1", "true", "True"):
+        raise RuntimeError("the Triton kernels run on CPU tensors only under TRITON_INTERPRET=1 "
+                           "(set it before the first Triton call); use RESDSL_KERNELS=torch")
+
+
+# --------------------------------------------------------------------------------------------
+# Forward and backward implementations (functional: no input is mutated)
+# --------------------------------------------------------------------------------------------
+
+def _fwd_impl(x, weight, bias, running_mean, running_var, residual,
+              batch_stats: bool, eps: float, relu: bool, res: int, save_mask: bool):
+    """(y, mask, mean, invstd, var) with batch statistics (batch_stats) or the running ones.
+
+    mean/invstd/var are float32 (C,); var is the biased batch variance (the running variance in
+    eval); mask is the packed ReLU bits for "mid"+ReLU when save_mask, else empty."""
+    _check_triton_device(x)
+    _triton()
+    x = _dense(x)
+    r = _dense(residual, like=x) if residual is not None else None
+    outer, c, inner = _view_dims(x)
+    cfg = _config(outer, c, inner, x.device)
+    blocks = dict(BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"])
+    f32 = dict(dtype=torch.float32, device=x.device)
+    if batch_stats:
+        split = cfg["split"]
+        parts = [torch.empty((split, c), **f32) for _ in range(3)]
+        _bn_stats_kernel[(cfg["c_blocks"], split)](
+            x, r if r is not None else x, *parts, outer, c, inner, split, PRE=res == 1,
+            num_warps=cfg["num_warps"], **blocks)
+        mean, invstd, var = (torch.empty((c,), **f32) for _ in range(3))
+        _bn_stats_finalize_kernel[(triton.cdiv(c, 256),)](*parts, mean, invstd, var, c, split,
+                                                         eps, BLOCK_C=256)
+    else:
+        mean = running_mean.detach().to(torch.float32, copy=True)
+        var = running_var.detach().to(torch.float32, copy=True)
+        invstd = torch.rsqrt(var + eps)
+    y = torch.empty_like(x)
+    write_mask = save_mask and relu and res == 2
+    mask = torch.empty(_mask_shape(outer, c, inner) if write_mask else (0,),
+                       dtype=torch.uint8, device=x.device)
+    _bn_act_apply_kernel[(cfg["tiles"], cfg["c_blocks"])](
+        x, r if r is not None else x, y, mask if write_mask else x,
+        weight if weight is not None else x, bias if bias is not None else x, mean, invstd,
+        outer, c, inner, HAS_W=weight is not None, HAS_B=bias is not None, RES=res, RELU=relu,
+        WRITE_MASK=write_mask, PACK_C=inner == 1, num_warps=cfg["num_warps"], **blocks)
+    return y, mask, mean, invstd, var
+
+
+def _fwd_fake(x, weight, bias, running_mean, running_var, residual,
+              batch_stats, eps, relu, res, save_mask):
+    x = _dense(x)
+    outer, c, inner = _view_dims(x)
+    write_mask = save_mask and relu and res == 2
+    mask = x.new_empty(_mask_shape(outer, c, inner) if write_mask else (0,), dtype=torch.uint8)
+    stats = [x.new_empty((c,), dtype=torch.float32) for _ in range(3)]
+    return (torch.empty_like(x), mask, *stats)
+
+
+def _bwd_impl(dy, x, residual, weight, bias, mean, invstd, mask,
+              batch_stats: bool, relu: bool, res: int):
+    """(dx, dr, dw, db): dr is written only for "mid"+ReLU (else empty: the caller passes dy or
+    dx on); dw/db are float32 (C,) sums (empty without weight/bias)."""
+    _check_triton_device(x)
+    _triton()
+    x = _dense(x)
+    dy = _dense(dy, like=x)
+    r = _dense(residual, like=x) if residual is not None else x
+    outer, c, inner = _view_dims(x)
+    cfg = _config(outer, c, inner, x.device)
+    blocks = dict(BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"])
+    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, RES=res, RELU=relu,
+                 PACK_C=inner == 1)
+    w = weight if weight is not None else x
+    b = bias if bias is not None else x
+    m = mask if mask.numel() else x
+    split = cfg["split"]
+    f32 = dict(dtype=torch.float32, device=x.device)
+    part_db, part_dw = torch.empty((split, c), **f32), torch.empty((split, c), **f32)
+    _bn_act_bwd_reduce_kernel[(cfg["c_blocks"], split)](
+        dy, x, r, m, w, b, mean, invstd, part_db, part_dw, outer, c, inner, split,
+        num_warps=cfg["num_warps"], **flags, **blocks)
+    db, dw = torch.empty((c,), **f32), torch.empty((c,), **f32)
+    _sum_partials_kernel[(triton.cdiv(c, 256),)](part_db, part_dw, db, dw, c, split, BLOCK_C=256)
+    write_dr = relu and res == 2
+    dx = torch.empty_like(x)
+    dr = torch.empty_like(x) if write_dr else x.new_empty((0,))
+    _bn_act_bwd_apply_kernel[(cfg["tiles"], cfg["c_blocks"])](
+        dy, x, r, m, w, b, mean, invstd, db, dw, dx, dr if write_dr else dx,
+        outer, c, inner, 1.0 / (outer * inner), BATCH_STATS=batch_stats, WRITE_DR=write_dr,
+        num_warps=cfg["num_warps"], **flags, **blocks)
+    return (dx, dr, dw if weight is not None else x.new_empty((0,), dtype=torch.float32),
+            db if bias is not None else x.new_empty((0,), dtype=torch.float32))
+
+
+def _bwd_fake(dy, x, residual, weight, bias, mean, invstd, mask, batch_stats, relu, res):
+    x = _dense(x)
+    c = x.shape[1]
+    dr = torch.empty_like(x) if relu and res == 2 else x.new_empty((0,))
+    empty = x.new_empty((0,), dtype=torch.float32)
+    return (torch.empty_like(x), dr,
+            x.new_empty((c,), dtype=torch.float32) if weight is not None else empty,
+            x.new_empty((c,), dtype=torch.float32) if bias is not None else empty.clone())
+
+
+# --------------------------------------------------------------------------------------------
+# Autograd: custom ops (torch >= 2.4) or a plain autograd.Function (torch 2.3)
+# --------------------------------------------------------------------------------------------
+
+_FWD_SCHEMA = ("(Tensor x, Tensor? weight, Tensor? bias, Tensor? running_mean, "
+               "Tensor? running_var, Tensor? residual, bool batch_stats, float eps, bool relu, "
+               "int res, bool save_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+_BWD_SCHEMA = ("(Tensor dy, Tensor x, Tensor? residual, Tensor? weight, Tensor? bias, "
+               "Tensor mean, Tensor invstd, Tensor mask, bool batch_stats, bool relu, int res) "
+               "-> (Tensor, Tensor, Tensor, Tensor)")
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, _rm, _rv, residual, batch_stats, _eps, relu, res, _save = inputs
+    _y, mask, mean, invstd, _var = output
+    ctx.save_for_backward(x, residual if res == 1 else None, weight, bias, mean, invstd, mask)
+    ctx.flags = (batch_stats, relu, res, residual.dtype if residual is not None else None)
+    ctx.mark_non_differentiable(mask, mean, invstd, _var)
+
+
+def _backward(ctx, dy, *_unused):
+    """Grads of (x, weight, bias, running_mean, running_var, residual, flags...)."""
+    x, residual, weight, bias, mean, invstd, mask = ctx.saved_tensors
+    batch_stats, relu, res, res_dtype = ctx.flags
+    if res == 2 and relu and mask.numel() == 0:
+        raise RuntimeError("bn_act: the ReLU mask was not saved (forward ran without grad)")
+    dx, dr, dw, db = _BWD_OP(dy, x, residual, weight, bias, mean, invstd, mask,
+                             batch_stats, relu, res)
+    if res_dtype is not None:
+        dr = (dx if res == 1 else dr if (res == 2 and relu) else dy).to(res_dtype)
+    else:
+        dr = None
+    dw = dw.to(weight.dtype) if weight is not None else None
+    db = db.to(bias.dtype) if bias is not None else None
+    return dx, dw, db, None, None, dr, None, None, None, None, None
+
+
+def _register():
+    """(fwd, bwd) callables: torch.ops.resdsl.* custom ops, or autograd.Function on torch < 2.4."""
+    if hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd"):
+        fwd = torch.library.custom_op("resdsl::bn_act_fwd", _fwd_impl, mutates_args=(),
+                                      schema=_FWD_SCHEMA)
+        fwd.register_fake(_fwd_fake)
+        bwd = torch.library.custom_op("resdsl::bn_act_bwd", _bwd_impl, mutates_args=(),
+                                      schema=_BWD_SCHEMA)
+        bwd.register_fake(_bwd_fake)
+        fwd.register_autograd(_backward, setup_context=_setup_context)
+        return fwd, bwd
+
+    class _BnActFunction(torch.autograd.Function):  # pragma: no cover - torch 2.3 only
+        @staticmethod
+        def forward(ctx, *inputs):
+            out = _fwd_impl(*inputs)
+            _setup_context(ctx, inputs, out)
+            return out
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return _backward(ctx, *grads)
+
+    return _BnActFunction.apply, _bwd_impl
+
+
+_FWD_OP, _BWD_OP = _register()
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
 
 def _act(y: torch.Tensor, relu: bool) -> torch.Tensor:
     return torch.relu(y) if relu else y
@@ -31,7 +653,8 @@ def bn_act_torch(x, weight, bias, running_mean, running_var, residual=None, *,
     """The reference: F.batch_norm, add and relu composed (autograd by PyTorch)."""
     if residual is not None and residual_at == "pre":
         x = x + residual
-    y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    y = F.batch_norm(x, running_mean, running_var, weight, bias,
+                     training or running_mean is None, momentum, eps)
     if residual is None or residual_at == "pre":
         return _act(y, relu)
     if residual_at == "mid":
@@ -39,23 +662,76 @@ def bn_act_torch(x, weight, bias, running_mean, running_var, residual=None, *,
     return _act(y, relu) + residual
 
 
+def _use_triton(choice: str, x: torch.Tensor) -> bool:
+    if choice == "triton":
+        return True
+    if choice == "torch" or not x.is_cuda:
+        return False
+    try:
+        _triton()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _verify_batch_size(size: torch.Size) -> None:
+    """PyTorch's check (and message) for batch statistics of a single value per channel."""
+    if math.prod(size[:1] + size[2:]) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, "
+                         f"got input size {size}")
+
+
 def bn_act(x, weight, bias, running_mean, running_var, residual=None, *,
            training: bool, momentum: float, eps: float, relu: bool,
            residual_at: str = "mid", kernels: str | None = None) -> torch.Tensor:
     """act(bn(x) [+ residual]) with the residual added before BN ("pre"), after BN ("mid") or
-    after the activation ("post")."""
+    after the activation ("post"); see the module docstring.
+
+    Batch statistics are used when `training` or when there are no running statistics (as
+    nn.BatchNorm2d does); with running statistics and `training` they are updated in place,
+    `momentum` being the factor already resolved by the caller (nn.BatchNorm2d's
+    exponential_average_factor), the variance unbiased. Non-contiguous inputs (other than
+    channels_last) are copied to NCHW-contiguous by the Triton path; gradients flow to x,
+    residual, weight and bias (not through the returned statistics)."""
     if residual_at not in RESIDUAL_POSITIONS:
         raise ValueError(f"residual_at must be one of {RESIDUAL_POSITIONS}, got {residual_at!r}")
-    choice = resolve_kernels(kernels)
-    if choice == "triton":
-        raise NotImplementedError("the Triton path of bn_act is not written yet")
-    return bn_act_torch(x, weight, bias, running_mean, running_var, residual, training=training,
-                        momentum=momentum, eps=eps, relu=relu, residual_at=residual_at)
+    batch_stats = training or running_mean is None
+    if batch_stats:
+        _verify_batch_size(x.size())
+    if not _use_triton(resolve_kernels(kernels), x):
+        return bn_act_torch(x, weight, bias, running_mean, running_var, residual,
+                            training=training, momentum=momentum, eps=eps, relu=relu,
+                            residual_at=residual_at)
+    res = _RES_CODE[residual_at if residual is not None else None]
+    x = _dense(x)
+    residual = _dense(residual, like=x) if residual is not None else None
+    save_mask = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias, residual))
+    y, _mask, mean, _invstd, var = _FWD_OP(x, weight, bias, running_mean, running_var, residual,
+                                           batch_stats, eps, relu, res, save_mask)
+    if training and running_mean is not None:
+        _update_running_stats(running_mean, running_var, mean, var, x.numel() // x.shape[1],
+                              momentum)
+    return y
+
+
+def _update_running_stats(running_mean, running_var, mean, var, count, momentum) -> None:
+    """running = (1 - m) * running + m * batch, with the unbiased variance (as F.batch_norm)."""
+    with torch.no_grad():
+        unbiased = var * (count / (count - 1))
+        running_mean.copy_(running_mean.float() * (1 - momentum) + mean * momentum)
+        running_var.copy_(running_var.float() * (1 - momentum) + unbiased * momentum)
 
 
 def add_act(x, residual, *, relu: bool, kernels: str | None = None) -> torch.Tensor:
-    """act(x + residual), for inference after BN folding."""
-    choice = resolve_kernels(kernels)
-    if choice == "triton":
-        raise NotImplementedError("the Triton path of add_act is not written yet")
-    return _act(x + residual, relu)
+    """act(x + residual), for inference after BN folding (no autograd on the Triton path)."""
+    if not _use_triton(resolve_kernels(kernels), x):
+        return _act(x + residual, relu)
+    _check_triton_device(x)
+    _triton()
+    x = _dense(x)
+    r = _dense(residual, like=x)
+    y = torch.empty_like(x)
+    block = 1024
+    _add_act_kernel[(triton.cdiv(x.numel(), block),)](x, r, y, x.numel(), RELU=relu, BLOCK=block)
+    return y
