@@ -103,8 +103,9 @@ class Ctor:
         return self.template.format(**values, OPTIONAL=extra)
 
 
-def layer_ctor(g: nx.DiGraph, v: str, key: str) -> Ctor:
-    """The constructor of one layer node; slot names are prefixed with `key`."""
+def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset()) -> Ctor:
+    """The constructor of one layer node; slot names are prefixed with `key`; `keep` names
+    nodes whose outputs must survive (features), so a ReLU may not overwrite them."""
     d = g.nodes[v]
     op, a = d["op"], d["attrs"]
     s: dict[str, Any] = {}
@@ -127,7 +128,7 @@ def layer_ctor(g: nx.DiGraph, v: str, key: str) -> Ctor:
                         if a[k] != dflt)
         return Ctor(f"nn.BatchNorm2d({slot('c', d['shape'][0])}{extra})", s)
     if op == "relu":
-        return Ctor(f"nn.ReLU(inplace={_num(_inplace_ok(g, v))})")
+        return Ctor(f"nn.ReLU(inplace={_num(_inplace_ok(g, v, keep))})")
     if op == "maxpool":
         ceil = ", ceil_mode=True" if a["ceil_mode"] else ""
         return Ctor(f"nn.MaxPool2d({slot('k', a['kernel'])}, stride={slot('s', a['stride'])}, "
@@ -148,12 +149,12 @@ def layer_ctor(g: nx.DiGraph, v: str, key: str) -> Ctor:
     raise AssertionError(f"no PyTorch constructor for op {op}")
 
 
-def _inplace_ok(g: nx.DiGraph, v: str) -> bool:
+def _inplace_ok(g: nx.DiGraph, v: str, keep: frozenset[str] = frozenset()) -> bool:
     """ReLU may overwrite its input only when nothing else reads it: a conv, bn or add output
     with no other user (a relu's, dropout's or flatten's output may be needed by its backward
-    or alias a tensor someone else holds)."""
+    or alias a tensor someone else holds) that is not returned as a feature."""
     (u,) = g.predecessors(v)
-    return g.out_degree(u) == 1 and g.nodes[u]["op"] in ("conv", "bn", "add")
+    return g.out_degree(u) == 1 and g.nodes[u]["op"] in ("conv", "bn", "add") and u not in keep
 
 
 def _needs_flatten(g: nx.DiGraph, v: str) -> bool:
@@ -161,8 +162,9 @@ def _needs_flatten(g: nx.DiGraph, v: str) -> bool:
     return g.nodes[v]["op"] == "fc" and len(g.nodes[u]["shape"]) == 3
 
 
-def shortcut_expr(g: nx.DiGraph, b: BlockNode) -> str | None:
-    """The expression building a block's shortcut module, or None for the identity."""
+def shortcut_ctor(g: nx.DiGraph, b: BlockNode, key: str) -> Ctor | None:
+    """The constructor of a block's shortcut module with numeric slots prefixed `key`, or None
+    for the identity."""
     sc = b.shortcut
     if sc is None or sc.kind == "none":
         return None
@@ -171,21 +173,31 @@ def shortcut_expr(g: nx.DiGraph, b: BlockNode) -> str | None:
         return None
     if kind == "pad":
         a = g.nodes[sc.path]["attrs"]
-        return f"PadShortcut({a['stride']}, {a['pad_front']}, {a['pad_back']})"
-    if kind == "projection":
-        a = g.nodes[f"{sc.path}.0"]["attrs"]
-        return f"projection({a['in_channels']}, {a['out']}, {_num(a['stride'])})"
-    if kind == "avgdown":
-        a = g.nodes[f"{sc.path}.1"]["attrs"]
+        return Ctor(f"PadShortcut({{{key}_s}}, {{{key}_front}}, {{{key}_back}})",
+                    {f"{key}_s": a["stride"], f"{key}_front": a["pad_front"],
+                     f"{key}_back": a["pad_back"]})
+    if kind in ("projection", "avgdown"):
+        a = g.nodes[f"{sc.path}.{0 if kind == 'projection' else 1}"]["attrs"]
         pool = g.nodes.get(f"{sc.path}.0")
-        stride = pool["attrs"]["stride"] if pool else 1
-        return f"avg_down({a['in_channels']}, {a['out']}, {_num(stride)})"
-    # custom: a Sequential of its own layers, named as the spec named them
+        stride = a["stride"] if kind == "projection" else pool["attrs"]["stride"] if pool else 1
+        helper = "projection" if kind == "projection" else "avg_down"
+        return Ctor(f"{helper}({{{key}_in}}, {{{key}_out}}, {{{key}_s}})",
+                    {f"{key}_in": a["in_channels"], f"{key}_out": a["out"], f"{key}_s": stride})
+    # custom: a Sequential of its own layers, named as the spec named them, as literals
     items = [(n.name, layer_ctor(g, n.path, "x").render({})) for n in sc.body
              if isinstance(n, LayerNode)]
     if all(name == str(i) for i, (name, _) in enumerate(items)):
-        return "nn.Sequential(" + ", ".join(c for _, c in items) + ")"
-    return "nn.Sequential(OrderedDict([" + ", ".join(f"({n!r}, {c})" for n, c in items) + "]))"
+        text = "nn.Sequential(" + ", ".join(c for _, c in items) + ")"
+    else:
+        text = ("nn.Sequential(OrderedDict([" + ", ".join(f"({n!r}, {c})" for n, c in items)
+                + "]))")
+    return Ctor(text.replace("{", "{{").replace("}", "}}"))
+
+
+def shortcut_expr(g: nx.DiGraph, b: BlockNode) -> str | None:
+    """The expression building a block's shortcut module, or None for the identity."""
+    c = shortcut_ctor(g, b, "x")
+    return c.render({}) if c else None
 
 
 def _shortcut_source(g: nx.DiGraph, b: BlockNode) -> str:
@@ -252,10 +264,15 @@ class Emitter:
 
         def sig(steps: list[Step]) -> tuple:
             return tuple((s.kind, s.name, s.ctor.template if s.ctor else None, s.flatten,
-                          self.collect(s.block).name if s.block else None) for s in steps)
+                          self.collect(s.block).name if s.block else None,
+                          self._shortcut_template(s.block) if s.block else None) for s in steps)
         has_sc = b.residual is not None and b.shortcut is not None and b.shortcut.kind != "none"
         return (b.block, sig(pre), sig(res) if b.residual is not None else None, sig(post),
                 has_sc, tuple(self.zero_init(b)))
+
+    def _shortcut_template(self, b: BlockNode) -> str | None:
+        c = shortcut_ctor(self.g, b, "k")
+        return c.template if c else None
 
     def collect(self, b: BlockNode) -> BlockClass:
         if b.path in self.of:
@@ -312,9 +329,25 @@ class Emitter:
     def slots(self, b: BlockNode) -> dict[str, Any]:
         pre, res, post = block_steps(self.g, b)
         out: dict[str, Any] = {}
-        for s in pre + res + post:
+        for c in self.step_ctors(pre + res + post):
+            out.update(c.slots)
+        return out
+
+    def step_ctors(self, steps: list[Step]) -> list[Ctor]:
+        """Each step's constructor. A nested block's slot keys start with its name plus as
+        many `_` as it takes to clash with no other key of the parent; they depend only on
+        the parent's layout, so every instance of the parent agrees."""
+        taken = {k for s in steps if s.ctor for k in s.ctor.slots}
+        out = []
+        for s in steps:
             if s.ctor:
-                out.update(s.ctor.slots)
+                out.append(s.ctor)
+                continue
+            key = s.name
+            while any(k.startswith(key + "_") for k in taken):
+                key += "_"
+            out.append(self.block_ctor(s.block, key))
+            taken |= set(out[-1].slots)
         return out
 
     def block_input(self, b: BlockNode) -> str:
@@ -346,8 +379,9 @@ class Emitter:
         lines.append(f"    def __init__(self{', ' + sig if sig else ''}):")
         lines.append("        super().__init__()")
         names = {slot: p for slot, p in cls.params.items()}
-        for s in pre + res + post:
-            lines.append("        " + self.step_ctor(s, names, cls))
+        steps = pre + res + post
+        for s, c in zip(steps, self.step_ctors(steps)):
+            lines.append("        " + _set(s.name, c.render(names, cls.constants)))
         if True in sc_kinds:
             lines.append("        self.downsample = downsample")
         lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
@@ -362,11 +396,6 @@ class Emitter:
         return sorted(first, key=lambda p: (p != "in_channels",
                                             spec.index(p) if p in spec else len(spec),
                                             first.index(p)))
-
-    def step_ctor(self, s: Step, names: dict[str, str], cls: BlockClass) -> str:
-        if s.kind == "block":
-            return _set(s.name, self.instance_expr(s.block))
-        return _set(s.name, s.ctor.render(names, cls.constants))
 
     def forward_body(self, pre, res, post, with_sc, sc_kinds) -> list[str]:
         out = [self.call(s, "x") for s in pre]
@@ -395,24 +424,35 @@ class Emitter:
         lines = f"{src} = torch.flatten({src}, 1)\n" if s.flatten else ""
         return f"{lines}{var} = {_get('self', s.name)}({src})".replace("\n", "\n        ")
 
-    def instance_expr(self, b: BlockNode) -> str:
+    def block_ctor(self, b: BlockNode, key: str) -> Ctor:
+        """A block's constructor call, its class's parameters and its shortcut as slots: at
+        the top level rendered with literals, inside a shared class with that class's own
+        parameters, so each nested instance gets its own values."""
         cls = self.of[b.path]
         values = self.slots(b)
         by_param = {p: values[slot] for slot, p in cls.params.items()}
-        args = [f"{p}={_num(by_param[p])}" for p in self.ordered_params(cls)]
-        sc = shortcut_expr(self.g, b)
+        params = self.ordered_params(cls)
+        slots = {f"{key}_{p}": by_param[p] for p in params}
+        args = [f"{p}={{{key}_{p}}}" for p in params]
+        sc = shortcut_ctor(self.g, b, f"{key}_downsample")
         if sc is not None:
-            args.append(f"downsample={sc}")
-            helper = sc.split("(")[0]
+            args.append(f"downsample={sc.template}")
+            slots.update(sc.slots)
+            helper = sc.template.split("(")[0]
             if helper in ("PadShortcut", "projection", "avg_down"):
                 self.needs.add(helper)
-        return f"{cls.name}({', '.join(args)})"
+        return Ctor(f"{cls.name}({', '.join(args)})", slots)
+
+    def instance_expr(self, b: BlockNode) -> str:
+        return self.block_ctor(b, "x").render({})
 
     def network(self, features: list[str] | None) -> list[str]:
         name = self.class_name(self.net.name)
         self.network_class = name
         init, fwd = [], []
         tops = self.top_level()
+        kept = frozenset(v for attr, item in tops if features and attr in features
+                         for v in [self.output_node(item)])
         for attr, item in tops:
             if isinstance(item, StageNode):
                 blocks = ",\n            ".join(self.instance_expr(b) for b in item.blocks)
@@ -420,7 +460,7 @@ class Emitter:
             elif isinstance(item, BlockNode):
                 init.append(_set(attr, self.instance_expr(item)))
             else:
-                ctor = layer_ctor(self.g, item.path, item.name).render({})
+                ctor = layer_ctor(self.g, item.path, item.name, kept).render({})
                 init.append(_set(attr, ctor) + f"  # {_comment(_where(item))}")
             flat = isinstance(item, LayerNode) and _needs_flatten(self.g, item.path)
             if flat:
@@ -442,6 +482,12 @@ class Emitter:
         lines += ["        " + x for x in fwd]
         lines.append("        return features" if features else "        return x")
         return lines
+
+    def output_node(self, item: Node) -> str:
+        """The IR node whose value a top-level layer or stage hands on."""
+        if isinstance(item, LayerNode):
+            return item.path
+        return [v for v in self.g.nodes if v.startswith(item.path + ".")][-1]
 
     def top_level(self) -> list[tuple[str, Node]]:
         out: list[tuple[str, Node]] = []

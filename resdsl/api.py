@@ -67,12 +67,16 @@ def build(spec: str | Path, network: str | None = None, *, features: list[str] |
 
 
 def feature_info(g, features: list[str]) -> list[dict[str, Any]]:
-    """Channels and stride (reduction) of each requested feature, from the IR's shapes."""
-    h = g.graph["input"][1]
-    out = []
-    for name in features:
-        last = [v for v, d in g.nodes(data=True) if v == name or v.startswith(name + ".")][-1]
+    """Channels and stride (reduction) of each requested feature, from the IR, in network
+    order (the order `forward` returns them in)."""
+    from .graph import path_stride
+
+    order = {v: i for i, v in enumerate(g.nodes)}
+    found = []
+    for name in dict.fromkeys(features):
+        last = [v for v in g.nodes if v == name or v.startswith(name + ".")][-1]
         shape = g.nodes[last]["shape"]
-        out.append({"name": name, "channels": shape[0],
-                    "reduction": h // shape[1] if len(shape) == 3 else None})
-    return out
+        found.append((order[last], {"name": name, "channels": shape[0],
+                                    "reduction": path_stride(g, last)[0] if len(shape) == 3
+                                    else None}))
+    return [info for _, info in sorted(found, key=lambda t: t[0])]

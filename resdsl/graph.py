@@ -163,22 +163,9 @@ class Builder:
         return bn, sc.kind
 
     def branch_stride(self, x: str, r: str) -> tuple[int, int]:
-        """The total stride of the residual branch from x to r: the product of its convs' and
-        pools' strides (through nested blocks along their residual side). Deciding by stride
-        rather than by shape keeps a network's parameters independent of its input size."""
-        sh = sw = 1
-        v = r
-        while v != x:
-            d = self.g.nodes[v]
-            if d["op"] in ("conv", "maxpool", "avgpool") and d["attrs"].get("kernel") is not None:
-                sh, sw = sh * d["attrs"]["stride"][0], sw * d["attrs"]["stride"][1]
-            elif d["op"] == "pad":
-                sh, sw = sh * d["attrs"]["stride"], sw * d["attrs"]["stride"]
-            preds = list(self.g.predecessors(v))
-            if not preds:
-                break
-            v = next((u for u in preds if self.g.edges[u, v].get("port", 0) == 0), preds[0])
-        return sh, sw
+        """The total stride of the residual branch from x to r. Deciding by stride rather
+        than by shape keeps a network's parameters independent of its input size."""
+        return path_stride(self.g, r, x)
 
     def _pad(self, sc: ShortcutNode, x: str, xs, rs, stride, ctx: Ctx) -> str:
         if rs[0] < xs[0] or stride[0] != stride[1]:
@@ -199,3 +186,21 @@ def build_graph(net: NetNode, input_shape: tuple[int, int, int] | None = None) -
 
 def totals(g: nx.DiGraph) -> dict[str, int]:
     return {c: sum(d[c] for _, d in g.nodes(data=True)) for c in ir.COUNTS}
+
+
+def path_stride(g: nx.DiGraph, v: str, start: str | None = None) -> tuple[int, int]:
+    """The total stride from `start` (default: the input) to v: the product of the convs' and
+    pools' strides along the main inputs (port 0; through nested blocks along their residual
+    side). A global pool has no stride."""
+    sh = sw = 1
+    while v != start:
+        d = g.nodes[v]
+        if d["op"] in ("conv", "maxpool", "avgpool") and d["attrs"].get("kernel") is not None:
+            sh, sw = sh * d["attrs"]["stride"][0], sw * d["attrs"]["stride"][1]
+        elif d["op"] == "pad":
+            sh, sw = sh * d["attrs"]["stride"], sw * d["attrs"]["stride"]
+        preds = list(g.predecessors(v))
+        if not preds:
+            break
+        v = next((u for u in preds if g.edges[u, v].get("port", 0) == 0), preds[0])
+    return sh, sw

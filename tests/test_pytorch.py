@@ -491,18 +491,12 @@ def test_features_from_the_cli(tmp_path):
     assert [tuple(f.shape) for f in feats] == [(1, 512, 8, 8), (1, 2048, 2, 2)]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: features given out of network order: forward "
-                   "returns them in network order but feature_info keeps the order given",
-                   raises=AssertionError)
 def test_feature_info_is_in_the_order_of_the_outputs():
     model = resdsl.build(RESNET, "resnet50", features=["layer4", "layer2"])
     outs = model(torch.randn(1, 3, 64, 64))
     assert [f["channels"] for f in model.feature_info] == [o.shape[1] for o in outs]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a feature taken from a layer followed by an "
-                   "in-place ReLU is overwritten by that ReLU (bn1 comes back rectified)",
-                   raises=AssertionError)
 def test_feature_before_an_inplace_relu_is_not_clobbered():
     model = resdsl.build(RESNET, "resnet18", features=["bn1", "layer1"]).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -512,9 +506,6 @@ def test_feature_before_an_inplace_relu_is_not_clobbered():
     assert torch.equal(bn1, want)
 
 
-@pytest.mark.xfail(strict=True, reason="questionable: feature_info reduction is input_h // "
-                   "feature_h (97 // 4 = 24 for layer4 at 97x97), not the stride 32",
-                   raises=AssertionError)
 def test_feature_reduction_is_the_stride_at_odd_sizes():
     model = resdsl.build(RESNET, "resnet50", features=["layer4"], input_shape=(3, 97, 97))
     assert model.feature_info[0]["reduction"] == 32

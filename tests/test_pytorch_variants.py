@@ -289,13 +289,14 @@ NESTED_VARYING = NESTED_SAME.replace(
     "stage layer1 = 2 x outer(16)\n  stage layer2 = 2 x outer(32, stride = 2)")
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "bug: a block class emitted for several instances hard-codes its nested blocks' "
-    "constructor calls from the first instance: layer2.0.cbr1 is Cbr(16, 16, stride=1), the "
-    "IR says conv 16->32 stride 2, and forward fails (or, when only the stride differs, "
-    "returns a shape the IR does not predict)"))
 def test_block_inside_a_block_with_varying_arguments():
-    build_check(NESTED_VARYING, "nested", (3, 32, 32))
+    """A block class shared by instances with different arguments passes each nested block
+    its own instance's values (layer2.0.cbr1 is 16->32 at stride 2, layer1.0.cbr1 16->16)."""
+    model, _ = build_check(NESTED_VARYING, "nested", (3, 32, 32))
+    assert type(model.layer1[0]) is type(model.layer2[0])
+    conv = model.layer2[0].cbr1.conv1
+    assert (conv.in_channels, conv.out_channels, conv.stride) == (16, 32, (2, 2))
+    assert model.layer1[0].cbr1.conv1.stride == (1, 1)
 
 
 CUSTOM_SHORTCUT = """
