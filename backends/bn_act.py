@@ -170,13 +170,14 @@ def _load_mask(MASK, o0, i0, c0, OUTER, C, INNER, PACK_C: tl.constexpr,
 
 
 @_kernel
-def _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+def _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                    ACC: tl.constexpr):
     """Per-channel (mean, invstd, w, scale, shift) with bn(s) = s * scale + shift."""
     c_ok = offs_c < C
     mean = tl.load(MEAN + offs_c, mask=c_ok, other=0.0)
     invstd = tl.load(INVSTD + offs_c, mask=c_ok, other=0.0)
-    w = tl.load(W + offs_c, mask=c_ok, other=1.0).to(tl.float32) if HAS_W else 1.0
-    b = tl.load(B + offs_c, mask=c_ok, other=0.0).to(tl.float32) if HAS_B else 0.0
+    w = tl.load(W + offs_c, mask=c_ok, other=1.0).to(ACC) if HAS_W else 1.0
+    b = tl.load(B + offs_c, mask=c_ok, other=0.0).to(ACC) if HAS_B else 0.0
     scale = invstd * w
     return mean, invstd, w, scale, b - mean * scale
 
@@ -184,10 +185,11 @@ def _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W: tl.constexpr, HAS_B: t
 @_kernel
 def _bn_stats_kernel(
     X, R,                     # input and residual (R read only for "pre": s = x + r)
-    PART_N, PART_MEAN, PART_M2,  # (SPLIT, C) float32 partials out
+    PART_N, PART_MEAN, PART_M2,  # (SPLIT, C) partials out (ACC)
     OUTER, C, INNER,          # the (OUTER, C, INNER) view
     SPLIT,                    # programs per channel block; program s takes o-blocks s, s+SPLIT..
     PRE: tl.constexpr,        # add R before the statistics
+    ACC: tl.constexpr,        # compute dtype: float64 for float64 inputs, else float32
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """Per-channel (count, mean, M2) partials of s = x (+ r): one read of x (and r).
@@ -197,16 +199,16 @@ def _bn_stats_kernel(
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    n = tl.zeros([BLOCK_C], dtype=tl.float32)
-    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
-    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    n = tl.zeros([BLOCK_C], dtype=ACC)
+    mean = tl.zeros([BLOCK_C], dtype=ACC)
+    m2 = tl.zeros([BLOCK_C], dtype=ACC)
     for o0 in range(pid_s * BLOCK_O, OUTER, SPLIT * BLOCK_O):
         for i0 in range(0, INNER, BLOCK_I):
             offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
-            s = tl.load(X + offs, mask=ok, other=0.0).to(tl.float32)
+            s = tl.load(X + offs, mask=ok, other=0.0).to(ACC)
             if PRE:
-                s += tl.load(R + offs, mask=ok, other=0.0).to(tl.float32)
-            n_t = _sum2(ok.to(tl.float32))
+                s += tl.load(R + offs, mask=ok, other=0.0).to(ACC)
+            n_t = _sum2(ok.to(ACC))
             mean_t = _sum2(s) / tl.maximum(n_t, 1.0)
             d = tl.where(ok, s - mean_t[None, :, None], 0.0)
             n, mean, m2 = _chan_merge(n, mean, m2, n_t, mean_t, _sum2(d * d))
@@ -219,17 +221,18 @@ def _bn_stats_kernel(
 @_kernel
 def _bn_stats_finalize_kernel(
     PART_N, PART_MEAN, PART_M2,  # (SPLIT, C) partials from _bn_stats_kernel
-    MEAN, INVSTD, VAR,           # (C,) float32 out: batch mean, 1/sqrt(var + eps), biased var
+    MEAN, INVSTD, VAR,           # (C,) out (ACC): batch mean, 1/sqrt(var + eps), biased var
     C, SPLIT, eps,
+    ACC: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
     """Merge the SPLIT partials of each channel (Chan, fixed order). Touches only C-sized data."""
     offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
-    n = tl.zeros([BLOCK_C], dtype=tl.float32)
-    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
-    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
-    for s in range(0, SPLIT):
+    n = tl.zeros([BLOCK_C], dtype=ACC)
+    mean = tl.zeros([BLOCK_C], dtype=ACC)
+    m2 = tl.zeros([BLOCK_C], dtype=ACC)
+    for s in range(SPLIT):
         n, mean, m2 = _chan_merge(
             n, mean, m2,
             tl.load(PART_N + s * C + offs_c, mask=c_ok, other=0.0),
@@ -245,12 +248,13 @@ def _bn_stats_finalize_kernel(
 def _bn_act_apply_kernel(
     X, R, Y,                  # input, residual, output (same dense layout)
     MASK,                     # uint8 bit-packed ReLU mask out (when WRITE_MASK)
-    W, B, MEAN, INVSTD,       # (C,) affine (optional) and statistics (float32)
+    W, B, MEAN, INVSTD,       # (C,) affine (optional) and statistics (ACC)
     OUTER, C, INNER,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr,
     RES: tl.constexpr,        # 0 none, 1 pre, 2 mid, 3 post
     RELU: tl.constexpr,
     WRITE_MASK: tl.constexpr, PACK_C: tl.constexpr,
+    ACC: tl.constexpr,        # compute dtype: float64 for float64 inputs, else float32
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """y = act(bn(x (+r)) (+r)) (+r): read x, r; write y (+ 1 bit per element for "mid"+ReLU).
@@ -262,11 +266,11 @@ def _bn_act_apply_kernel(
     i0 = (tl.program_id(0) % i_blocks) * BLOCK_I
     c0 = tl.program_id(1) * BLOCK_C
     offs_c = c0 + tl.arange(0, BLOCK_C)
-    mean, invstd, w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B)
+    _m, _i, _w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B, ACC)
     offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
-    y = tl.load(X + offs, mask=ok, other=0.0).to(tl.float32)
+    y = tl.load(X + offs, mask=ok, other=0.0).to(ACC)
     if RES != 0:
-        r = tl.load(R + offs, mask=ok, other=0.0).to(tl.float32)
+        r = tl.load(R + offs, mask=ok, other=0.0).to(ACC)
     if RES == 1:
         y += r
     y = y * scale[None, :, None] + shift[None, :, None]
@@ -284,14 +288,15 @@ def _bn_act_apply_kernel(
 @_kernel
 def _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift, o0, i0, c0,
                  OUTER, C, INNER, RES: tl.constexpr, RELU: tl.constexpr, PACK_C: tl.constexpr,
+                 ACC: tl.constexpr,
                  BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr):
     """(dz, xhat) of a tile: dz = dL/d(bn output) (dy through the ReLU), xhat = (s-mean)*invstd.
 
     The ReLU mask comes from the saved bits for "mid"; otherwise it is recomputed from s."""
-    dy = tl.load(DY + offs, mask=ok, other=0.0).to(tl.float32)
-    s = tl.load(X + offs, mask=ok, other=0.0).to(tl.float32)
+    dy = tl.load(DY + offs, mask=ok, other=0.0).to(ACC)
+    s = tl.load(X + offs, mask=ok, other=0.0).to(ACC)
     if RES == 1:
-        s += tl.load(R + offs, mask=ok, other=0.0).to(tl.float32)
+        s += tl.load(R + offs, mask=ok, other=0.0).to(ACC)
     if RELU:
         if RES == 2:
             keep = _load_mask(MASK, o0, i0, c0, OUTER, C, INNER, PACK_C,
@@ -307,28 +312,31 @@ def _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift, o0, i0, c
 def _bn_act_bwd_reduce_kernel(
     DY, X, R, MASK,           # upstream grad, BN input (R for "pre"), saved bits ("mid"+ReLU)
     W, B, MEAN, INVSTD,       # (C,) affine (optional) and saved statistics
-    PART_DB, PART_DW,         # (SPLIT, C) float32 partial sums of dz and dz * xhat out
+    PART_DB, PART_DW,         # (SPLIT, C) partial sums (ACC) of dz and dz * xhat out
     OUTER, C, INNER, SPLIT,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, RES: tl.constexpr, RELU: tl.constexpr,
     PACK_C: tl.constexpr,
+    ACC: tl.constexpr,        # compute dtype: float64 for float64 inputs, else float32
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """Backward pass 1: per-channel partials of sum(dz) and sum(dz * xhat).
 
-    Reads dy, x (and r for "pre"), the 1-bit mask: 2 passes (+1/16). Grid (cdiv(C, BLOCK_C), SPLIT)."""
+    Reads dy, x (and r for "pre"), the 1-bit mask: 2 passes (+1/16).
+    Grid (cdiv(C, BLOCK_C), SPLIT)."""
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
     c0 = pid_c * BLOCK_C
     offs_c = c0 + tl.arange(0, BLOCK_C)
-    mean, invstd, w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B)
-    db = tl.zeros([BLOCK_C], dtype=tl.float32)
-    dw = tl.zeros([BLOCK_C], dtype=tl.float32)
+    mean, invstd, _w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B,
+                                                     ACC)
+    db = tl.zeros([BLOCK_C], dtype=ACC)
+    dw = tl.zeros([BLOCK_C], dtype=ACC)
     for o0 in range(pid_s * BLOCK_O, OUTER, SPLIT * BLOCK_O):
         for i0 in range(0, INNER, BLOCK_I):
             offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
             dz, xhat = _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift,
                                     o0, i0, c0, OUTER, C, INNER, RES, RELU, PACK_C,
-                                    BLOCK_O, BLOCK_C, BLOCK_I)
+                                    ACC, BLOCK_O, BLOCK_C, BLOCK_I)
             db += _sum2(dz)
             dw += _sum2(dz * xhat)
     c_ok = offs_c < C
@@ -339,16 +347,17 @@ def _bn_act_bwd_reduce_kernel(
 @_kernel
 def _sum_partials_kernel(
     PART_DB, PART_DW,         # (SPLIT, C) partials
-    DB, DW,                   # (C,) float32 out: sum(dz) (= grad of bias), sum(dz*xhat) (= grad of w)
+    DB, DW,                   # (C,) out (ACC): sum(dz) = grad of bias, sum(dz*xhat) = grad of w
     C, SPLIT,
+    ACC: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
     """Sum the SPLIT partials of each channel in a fixed order."""
     offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
-    db = tl.zeros([BLOCK_C], dtype=tl.float32)
-    dw = tl.zeros([BLOCK_C], dtype=tl.float32)
-    for s in range(0, SPLIT):
+    db = tl.zeros([BLOCK_C], dtype=ACC)
+    dw = tl.zeros([BLOCK_C], dtype=ACC)
+    for s in range(SPLIT):
         db += tl.load(PART_DB + s * C + offs_c, mask=c_ok, other=0.0)
         dw += tl.load(PART_DW + s * C + offs_c, mask=c_ok, other=0.0)
     tl.store(DB + offs_c, db, mask=c_ok)
@@ -366,6 +375,7 @@ def _bn_act_bwd_apply_kernel(
     PACK_C: tl.constexpr,
     BATCH_STATS: tl.constexpr,  # mean/invstd came from this batch (training): the full BN grad
     WRITE_DR: tl.constexpr,
+    ACC: tl.constexpr,        # compute dtype: float64 for float64 inputs, else float32
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """Backward pass 2: dx = w*invstd*(dz - mean(dz) - xhat*mean(dz*xhat)), and dr = dz.
@@ -377,11 +387,12 @@ def _bn_act_bwd_apply_kernel(
     c0 = tl.program_id(1) * BLOCK_C
     offs_c = c0 + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
-    mean, invstd, w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B)
+    mean, invstd, w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B,
+                                                    ACC)
     offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
     dz, xhat = _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift,
                             o0, i0, c0, OUTER, C, INNER, RES, RELU, PACK_C,
-                            BLOCK_O, BLOCK_C, BLOCK_I)
+                            ACC, BLOCK_O, BLOCK_C, BLOCK_I)
     if WRITE_DR:
         tl.store(DR + offs, dz.to(DR.dtype.element_ty), mask=ok)
     if BATCH_STATS:
@@ -440,32 +451,46 @@ def _dense(x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
     return x.contiguous()
 
 
+# Elements per tile (~2048 suits a GPU; tests shrink it to exercise many tiles and splits).
+TILE_ELEMENTS = 2048
+
+
 def _config(outer: int, c: int, inner: int, device: torch.device) -> dict:
     """Tile shape (BLOCK_O, BLOCK_C, BLOCK_I), reduction split and warps for one (OUTER, C, INNER).
 
     INNER > 1 (NCHW): one channel per tile, rows of BLOCK_I contiguous elements (a power of two
     >= 8 wasting little of INNER). INNER == 1: BLOCK_C contiguous channels (>= 8, a multiple of
-    8 for the mask bytes). ~2048 elements per tile. SPLIT programs per channel block share a
-    reduction so that about 4 programs per SM run (4 programs in all under the interpreter)."""
+    8 for the mask bytes). About TILE_ELEMENTS elements per tile. SPLIT programs per channel
+    block share a reduction so that about 4 programs per SM run (4 in all under the interpreter)."""
+    cap = max(8, min(1024, TILE_ELEMENTS))
     if inner > 1:
-        bc, bi = 1, min(max(_pow2(inner), 8), 1024)
+        bc, bi = 1, min(max(_pow2(inner), 8), cap)
         for cand in (bi, bi // 2, bi // 4, bi // 8, bi // 16):
             if cand >= 64 and -(-inner // cand) * cand <= 1.07 * inner:
                 bi = cand
                 break
     else:
-        bc, bi = min(max(_pow2(c), 8), 64), 1
-    bo = max(1, min(_pow2(outer), 2048 // (bc * bi)))
+        bc, bi = min(max(_pow2(c), 8), 64, cap), 1
+    bo = max(1, min(_pow2(outer), TILE_ELEMENTS // (bc * bi)))
     c_blocks = -(-c // bc)
     target = 4 * torch.cuda.get_device_properties(device).multi_processor_count \
         if device.type == "cuda" else 4
     split = max(1, min(-(-target // c_blocks), -(-outer // bo)))
-    return dict(BLOCK_O=bo, BLOCK_C=bc, BLOCK_I=bi, split=split, c_blocks=c_blocks,
-                tiles=-(-outer // bo) * -(-inner // bi), num_warps=4)
+    return {"BLOCK_O": bo, "BLOCK_C": bc, "BLOCK_I": bi, "split": split, "c_blocks": c_blocks,
+            "tiles": -(-outer // bo) * -(-inner // bi), "num_warps": 4}
 
 
 def _mask_shape(outer: int, c: int, inner: int) -> tuple[int, ...]:
     return (outer, -(-c // 8)) if inner == 1 else (outer, c, -(-inner // 8))
+
+
+def _acc(x: torch.Tensor) -> torch.dtype:
+    """Compute/statistics dtype: float64 for float64 inputs (gradcheck), float32 otherwise."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _tl_acc(x: torch.Tensor):
+    return tl.float64 if x.dtype == torch.float64 else tl.float32
 
 
 def _check_triton_device(x: torch.Tensor) -> None:
@@ -482,28 +507,29 @@ def _fwd_impl(x, weight, bias, running_mean, running_var, residual,
               batch_stats: bool, eps: float, relu: bool, res: int, save_mask: bool):
     """(y, mask, mean, invstd, var) with batch statistics (batch_stats) or the running ones.
 
-    mean/invstd/var are float32 (C,); var is the biased batch variance (the running variance in
-    eval); mask is the packed ReLU bits for "mid"+ReLU when save_mask, else empty."""
+    mean/invstd/var are (C,) float32 (float64 for float64 x); var is the biased batch variance
+    (the running variance in eval); mask is the packed ReLU bits for "mid"+ReLU when save_mask,
+    else empty."""
     _check_triton_device(x)
     _triton()
     x = _dense(x)
     r = _dense(residual, like=x) if residual is not None else None
     outer, c, inner = _view_dims(x)
     cfg = _config(outer, c, inner, x.device)
-    blocks = dict(BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"])
-    f32 = dict(dtype=torch.float32, device=x.device)
+    blocks = {k: cfg[k] for k in ("BLOCK_O", "BLOCK_C", "BLOCK_I")}
+    f32 = {"dtype": _acc(x), "device": x.device}
     if batch_stats:
         split = cfg["split"]
         parts = [torch.empty((split, c), **f32) for _ in range(3)]
         _bn_stats_kernel[(cfg["c_blocks"], split)](
             x, r if r is not None else x, *parts, outer, c, inner, split, PRE=res == 1,
-            num_warps=cfg["num_warps"], **blocks)
+            ACC=_tl_acc(x), num_warps=cfg["num_warps"], **blocks)
         mean, invstd, var = (torch.empty((c,), **f32) for _ in range(3))
         _bn_stats_finalize_kernel[(triton.cdiv(c, 256),)](*parts, mean, invstd, var, c, split,
-                                                         eps, BLOCK_C=256)
+                                                         eps, ACC=_tl_acc(x), BLOCK_C=256)
     else:
-        mean = running_mean.detach().to(torch.float32, copy=True)
-        var = running_var.detach().to(torch.float32, copy=True)
+        mean = running_mean.detach().to(_acc(x), copy=True)
+        var = running_var.detach().to(_acc(x), copy=True)
         invstd = torch.rsqrt(var + eps)
     y = torch.empty_like(x)
     write_mask = save_mask and relu and res == 2
@@ -513,7 +539,8 @@ def _fwd_impl(x, weight, bias, running_mean, running_var, residual,
         x, r if r is not None else x, y, mask if write_mask else x,
         weight if weight is not None else x, bias if bias is not None else x, mean, invstd,
         outer, c, inner, HAS_W=weight is not None, HAS_B=bias is not None, RES=res, RELU=relu,
-        WRITE_MASK=write_mask, PACK_C=inner == 1, num_warps=cfg["num_warps"], **blocks)
+        WRITE_MASK=write_mask, PACK_C=inner == 1, ACC=_tl_acc(x), num_warps=cfg["num_warps"],
+        **blocks)
     return y, mask, mean, invstd, var
 
 
@@ -523,14 +550,14 @@ def _fwd_fake(x, weight, bias, running_mean, running_var, residual,
     outer, c, inner = _view_dims(x)
     write_mask = save_mask and relu and res == 2
     mask = x.new_empty(_mask_shape(outer, c, inner) if write_mask else (0,), dtype=torch.uint8)
-    stats = [x.new_empty((c,), dtype=torch.float32) for _ in range(3)]
+    stats = [x.new_empty((c,), dtype=_acc(x)) for _ in range(3)]
     return (torch.empty_like(x), mask, *stats)
 
 
 def _bwd_impl(dy, x, residual, weight, bias, mean, invstd, mask,
               batch_stats: bool, relu: bool, res: int):
     """(dx, dr, dw, db): dr is written only for "mid"+ReLU (else empty: the caller passes dy or
-    dx on); dw/db are float32 (C,) sums (empty without weight/bias)."""
+    dx on); dw/db are (C,) float32/64 sums (empty without weight/bias)."""
     _check_triton_device(x)
     _triton()
     x = _dense(x)
@@ -538,20 +565,21 @@ def _bwd_impl(dy, x, residual, weight, bias, mean, invstd, mask,
     r = _dense(residual, like=x) if residual is not None else x
     outer, c, inner = _view_dims(x)
     cfg = _config(outer, c, inner, x.device)
-    blocks = dict(BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"])
-    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, RES=res, RELU=relu,
-                 PACK_C=inner == 1)
+    blocks = {k: cfg[k] for k in ("BLOCK_O", "BLOCK_C", "BLOCK_I")}
+    flags = {"HAS_W": weight is not None, "HAS_B": bias is not None, "RES": res, "RELU": relu,
+             "PACK_C": inner == 1, "ACC": _tl_acc(x)}
     w = weight if weight is not None else x
     b = bias if bias is not None else x
     m = mask if mask.numel() else x
     split = cfg["split"]
-    f32 = dict(dtype=torch.float32, device=x.device)
+    f32 = {"dtype": _acc(x), "device": x.device}
     part_db, part_dw = torch.empty((split, c), **f32), torch.empty((split, c), **f32)
     _bn_act_bwd_reduce_kernel[(cfg["c_blocks"], split)](
         dy, x, r, m, w, b, mean, invstd, part_db, part_dw, outer, c, inner, split,
         num_warps=cfg["num_warps"], **flags, **blocks)
     db, dw = torch.empty((c,), **f32), torch.empty((c,), **f32)
-    _sum_partials_kernel[(triton.cdiv(c, 256),)](part_db, part_dw, db, dw, c, split, BLOCK_C=256)
+    _sum_partials_kernel[(triton.cdiv(c, 256),)](part_db, part_dw, db, dw, c, split,
+                                                  ACC=_tl_acc(x), BLOCK_C=256)
     write_dr = relu and res == 2
     dx = torch.empty_like(x)
     dr = torch.empty_like(x) if write_dr else x.new_empty((0,))
@@ -559,18 +587,18 @@ def _bwd_impl(dy, x, residual, weight, bias, mean, invstd, mask,
         dy, x, r, m, w, b, mean, invstd, db, dw, dx, dr if write_dr else dx,
         outer, c, inner, 1.0 / (outer * inner), BATCH_STATS=batch_stats, WRITE_DR=write_dr,
         num_warps=cfg["num_warps"], **flags, **blocks)
-    return (dx, dr, dw if weight is not None else x.new_empty((0,), dtype=torch.float32),
-            db if bias is not None else x.new_empty((0,), dtype=torch.float32))
+    return (dx, dr, dw if weight is not None else x.new_empty((0,), dtype=_acc(x)),
+            db if bias is not None else x.new_empty((0,), dtype=_acc(x)))
 
 
 def _bwd_fake(dy, x, residual, weight, bias, mean, invstd, mask, batch_stats, relu, res):
     x = _dense(x)
     c = x.shape[1]
     dr = torch.empty_like(x) if relu and res == 2 else x.new_empty((0,))
-    empty = x.new_empty((0,), dtype=torch.float32)
+    acc = _acc(x)
     return (torch.empty_like(x), dr,
-            x.new_empty((c,), dtype=torch.float32) if weight is not None else empty,
-            x.new_empty((c,), dtype=torch.float32) if bias is not None else empty.clone())
+            x.new_empty((c if weight is not None else 0,), dtype=acc),
+            x.new_empty((c if bias is not None else 0,), dtype=acc))
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,8 +747,9 @@ def _update_running_stats(running_mean, running_var, mean, var, count, momentum)
     """running = (1 - m) * running + m * batch, with the unbiased variance (as F.batch_norm)."""
     with torch.no_grad():
         unbiased = var * (count / (count - 1))
-        running_mean.copy_(running_mean.float() * (1 - momentum) + mean * momentum)
-        running_var.copy_(running_var.float() * (1 - momentum) + unbiased * momentum)
+        acc = torch.promote_types(running_mean.dtype, mean.dtype)
+        running_mean.copy_(running_mean.to(acc) * (1 - momentum) + mean * momentum)
+        running_var.copy_(running_var.to(acc) * (1 - momentum) + unbiased * momentum)
 
 
 def add_act(x, residual, *, relu: bool, kernels: str | None = None) -> torch.Tensor:
