@@ -10,16 +10,17 @@ from typing import Any
 
 from .elaborate import MAX_LAYERS, concrete_networks
 from .errors import SpecNameError
+from .graph import MAX_MACS, MAX_PARAMS
 from .loader import Program, load, load_text
 from .pipeline import check_program
 
 
-def _program(spec: str | Path) -> Program:
+def _program(spec: str | Path, allow_any_path: bool = False) -> Program:
     """A spec given as a path or as text (anything with a newline or a brace is text)."""
     text = str(spec)
     if isinstance(spec, Path) or ("\n" not in text and "{" not in text):
-        return load(text)
-    return load_text(text)
+        return load(text, allow_any_path)
+    return load_text(text, allow_any_path=allow_any_path)
 
 
 def _one(program: Program, network: str | None) -> str:
@@ -36,13 +37,15 @@ def _one(program: Program, network: str | None) -> str:
 def emit_python(spec: str | Path, network: str | None = None, *,
                 features: list[str] | None = None, input_shape: tuple[int, int, int] | None = None,
                 standalone: bool = False, max_layers: int = MAX_LAYERS,
-                **overrides: Any) -> tuple[str, str, Any]:
+                max_params: int = MAX_PARAMS, max_macs: int = MAX_MACS,
+                allow_any_path: bool = False, **overrides: Any) -> tuple[str, str, Any]:
     """(source, network class name, graph IR) of one network of a spec."""
     from .backends.pytorch import emit
 
-    program = _program(spec)
+    program = _program(spec, allow_any_path)
     name = _one(program, network)
-    checked = check_program(program, [name], overrides or None, max_layers, input_shape)
+    checked = check_program(program, [name], overrides or None, max_layers, input_shape,
+                            max_params, max_macs)
     net, g = checked.networks[name], checked.graphs[name]
     source, cls = emit(net, g, str(program.root.module.file), features, standalone)
     return source, cls, g
@@ -50,7 +53,8 @@ def emit_python(spec: str | Path, network: str | None = None, *,
 
 def build(spec: str | Path, network: str | None = None, *, features: list[str] | None = None,
           input_shape: tuple[int, int, int] | None = None, zero_init_residual: bool = False,
-          max_layers: int = MAX_LAYERS, **overrides: Any):
+          max_layers: int = MAX_LAYERS, max_params: int = MAX_PARAMS,
+          max_macs: int = MAX_MACS, allow_any_path: bool = False, **overrides: Any):
     """Compile a network of a spec (a path or the text itself) to an `nn.Module`.
 
     `overrides` set the network's parameters (`num_classes=10`); `features` names top-level
@@ -58,7 +62,9 @@ def build(spec: str | Path, network: str | None = None, *, features: list[str] |
     from .backends.pytorch import instantiate
 
     source, cls, g = emit_python(spec, network, features=features, input_shape=input_shape,
-                                 max_layers=max_layers, **overrides)
+                                 max_layers=max_layers, max_params=max_params,
+                                 max_macs=max_macs, allow_any_path=allow_any_path,
+                                 **overrides)
     model = instantiate(source, cls, f"<resdsl {g.graph['name']}>", zero_init_residual)
     model.resdsl_graph = g
     if features:

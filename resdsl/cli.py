@@ -68,6 +68,31 @@ def guarded(fn: Callable[[], int]) -> int:
         return 70
 
 
+_limit_options = [
+    click.option("--max-params", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="Limit on a network's parameters (default 1,000,000,000)."),
+    click.option("--max-macs", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="Limit on multiply-accumulates per sample (default 10**12)."),
+    click.option("--allow-any-path", is_flag=True,
+                 help='Let `use "path"` read files outside the spec\'s folder.'),
+]
+
+
+def limit_options(fn):
+    for opt in reversed(_limit_options):
+        fn = opt(fn)
+    return fn
+
+
+def _limits(max_params: int | None = None, max_macs: int | None = None,
+            allow_any_path: bool = False) -> dict:
+    """The limit options as check_program/check_file keywords (unset ones at their default)."""
+    from .graph import MAX_MACS, MAX_PARAMS
+
+    return {"max_params": max_params or MAX_PARAMS, "max_macs": max_macs or MAX_MACS,
+            "allow_any_path": allow_any_path}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="resdsl")
 def main() -> None:
@@ -80,7 +105,9 @@ def main() -> None:
               help="Check only this network (repeatable); default: every buildable one.")
 @click.option("--max-layers", type=click.IntRange(min=1), default=None,
               help="Expansion limit in layers (default 100,000).")
-def check(files: tuple[str, ...], networks: tuple[str, ...], max_layers: int | None) -> None:
+@limit_options
+def check(files: tuple[str, ...], networks: tuple[str, ...], max_layers: int | None,
+          **limits) -> None:
     """Parse and validate spec files; one OK line per file, or the errors."""
     from .elaborate import MAX_LAYERS
     from .pipeline import check_file
@@ -89,7 +116,7 @@ def check(files: tuple[str, ...], networks: tuple[str, ...], max_layers: int | N
     for path in files:
         def one(path: str = path) -> int:
             result = check_file(path, networks=list(networks) or None,
-                                max_layers=max_layers or MAX_LAYERS)
+                                max_layers=max_layers or MAX_LAYERS, **_limits(**limits))
             names = list(result.networks)
             shown = ", ".join(names[:6]) + (", …" if len(names) > 6 else "")
             detail = f"{len(names)} network{'s' if len(names) != 1 else ''}" + (
@@ -140,13 +167,14 @@ def _shape(text: str | None) -> tuple[int, int, int] | None:
 
 
 def _select(path: str, network: str | None, input_shape, max_layers: int | None,
-            all_ok: bool = False):
+            all_ok: bool = False, **limits):
     """Check a file and pick its networks: the one named, or all when the file has several."""
     from .elaborate import MAX_LAYERS, concrete_networks
     from .loader import load
     from .pipeline import check_program
 
-    program = load(path)
+    limits = _limits(**limits)
+    program = load(path, limits.pop("allow_any_path"))
     names = [network] if network else concrete_networks(program.root)
     if not names:
         raise click.UsageError(f"{path} defines no buildable network")
@@ -154,7 +182,7 @@ def _select(path: str, network: str | None, input_shape, max_layers: int | None,
         raise click.UsageError(f"{path} defines {len(names)} networks; choose one with "
                                f"--network ({', '.join(names)})")
     return check_program(program, networks=names, input_shape=input_shape,
-                         max_layers=max_layers or MAX_LAYERS)
+                         max_layers=max_layers or MAX_LAYERS, **limits)
 
 
 _net_options = [
@@ -169,7 +197,7 @@ _net_options = [
 def net_options(fn):
     for opt in reversed(_net_options):
         fn = opt(fn)
-    return fn
+    return limit_options(fn)
 
 
 @main.command()
@@ -179,14 +207,14 @@ def net_options(fn):
               help="1: stages, 2: blocks, 3: layers, deeper for nested blocks.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def summary(file: str, network: str | None, input_text: str | None, max_layers: int | None,
-            depth: int, as_json: bool) -> None:
+            depth: int, as_json: bool, **limits) -> None:
     """Parameters, MACs and output shapes, per stage, block or layer.
 
     Without --network, a file of several networks gets one line per network."""
     from .backends import summary as s
 
     def run() -> int:
-        result = _select(file, network, input_text, max_layers, all_ok=True)
+        result = _select(file, network, input_text, max_layers, all_ok=True, **limits)
         graphs = result.graphs
         if len(graphs) == 1:
             g = next(iter(graphs.values()))
@@ -214,7 +242,8 @@ def summary(file: str, network: str | None, input_text: str | None, max_layers: 
               help="Comma-separated stages or top-level layers whose outputs forward returns "
                    "(e.g. layer2,layer4).")
 def compile_(file: str, network: str | None, input_text: str | None, max_layers: int | None,
-             emit: str, output: str, standalone: bool, features: str | None) -> None:
+             emit: str, output: str, standalone: bool, features: str | None,
+             **limits) -> None:
     """Compile a network of a spec file: Python source of its nn.Module (default), the graph
     IR as text or JSON, a summary table, or ONNX. A one-line summary goes to stderr."""
     from . import ir
@@ -223,7 +252,7 @@ def compile_(file: str, network: str | None, input_text: str | None, max_layers:
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
 
     def run() -> int:
-        result = _select(file, network, input_text, max_layers)
+        result = _select(file, network, input_text, max_layers, **limits)
         name, g = next(iter(result.graphs.items()))
         if emit in ("python", "onnx"):
             text = _python(result, name, feats, standalone)
@@ -280,7 +309,7 @@ def _onnx(source: str, g, path: str) -> None:
               help="Layer level: draw every block (runs of identical blocks otherwise "
                    "collapse to one marked × n).")
 def draw(file: str, network: str | None, input_text: str | None, max_layers: int | None,
-         output: str | None, level: str, rankdir: str, expand: bool) -> None:
+         output: str | None, level: str, rankdir: str, expand: bool, **limits) -> None:
     """Draw a network with Graphviz: stages, residual units or every layer.
 
     At the layer level a spec with a shape error is drawn up to the error, the offending
@@ -300,7 +329,7 @@ def draw(file: str, network: str | None, input_text: str | None, max_layers: int
                 raise click.BadParameter(e.message + f" ({e.hint})", param_hint="-o") from None
         d.graphviz_module()
         try:
-            result = _select(file, network, input_text, max_layers)
+            result = _select(file, network, input_text, max_layers, **limits)
         except ResdslError as e:
             partial = d.located(e)
             if partial is None:

@@ -13,7 +13,7 @@ import networkx as nx
 
 from . import ir
 from .elaborate import BlockNode, GroupNode, LayerNode, NetNode, Node, ShortcutNode, StageNode
-from .errors import ResdslError, ShapeError, Span, SpecNameError
+from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError
 from .infer import cost, infer_shape
 from .ir import shape_str
 
@@ -204,3 +204,23 @@ def path_stride(g: nx.DiGraph, v: str, start: str | None = None) -> tuple[int, i
             break
         v = next((u for u in preds if g.edges[u, v].get("port", 0) == 0), preds[0])
     return sh, sw
+
+
+MAX_PARAMS = 1_000_000_000   # 4 GB of float32 weights
+MAX_MACS = 10 ** 12          # multiply-accumulates per sample
+
+
+def check_costs(g: nx.DiGraph, span: Span | None, max_params: int = MAX_PARAMS,
+                max_macs: int = MAX_MACS) -> None:
+    """E505/E506 when a shaped network needs more parameters or MACs than the limits: checked
+    after shape inference, before any backend allocates anything."""
+    t = totals(g)
+    for count, limit, what, flag, code in ((t["params"], max_params, "parameters", "params",
+                                            "E505"),
+                                           (t["macs"], max_macs, "multiply-accumulates",
+                                            "macs", "E506")):
+        if count > limit:
+            raise LimitError(f"network '{g.graph['name']}' has {count:,} {what}, more than the "
+                             f"limit of {limit:,}", span,
+                             f"raise the limit with --max-{flag} N (API: max_{flag}=N) if you "
+                             "mean it", code=code)

@@ -6,7 +6,9 @@ Reading never raises anything but ResdslError: missing files, directories, binar
 """
 from __future__ import annotations
 
+import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -42,6 +44,13 @@ class Program:
     root: Scope
     scopes: dict[str, Scope]
     sources: dict[str, str]
+
+
+@functools.lru_cache(maxsize=32)
+def _parse(text: str, file: str) -> n.Module:
+    """`parse`, remembered: the AST is immutable, and the bundled libraries are used by most
+    specs (a syntax error is raised again each time: exceptions are not cached)."""
+    return parse(text, file)
 
 
 def read_text(path: str, span: Span | None = None) -> str:
@@ -82,17 +91,24 @@ def library_names() -> list[str]:
 
 
 class Loader:
-    def __init__(self) -> None:
+    """Loads a spec and what it `use`s. `use "path"` must stay inside the root spec's folder
+    (or, from a bundled library, inside the library's), unless `allow_any_path`."""
+
+    def __init__(self, allow_any_path: bool = False) -> None:
         self.scopes: dict[str, Scope] = {}
         self.sources: dict[str, str] = {}
         self.loading: list[str] = []
+        self.allow_any_path = allow_any_path
+        self.root_dir: str | None = None  # the folder of the spec being compiled
 
     def load_text(self, text: str, file: str, base_dir: str) -> Scope:
+        if self.root_dir is None:
+            self.root_dir = base_dir
         key = file if file.startswith("<") else os.path.realpath(file)
         if key in self.scopes:
             return self.scopes[key]
         self.sources[file] = text
-        module = parse(text, file)
+        module = _parse(text, file)
         self.loading.append(key)
         try:
             scope = self._scope(module, base_dir)
@@ -155,6 +171,8 @@ class Loader:
 
     def _resolve(self, use: n.Use, base_dir: str) -> str:
         if use.is_path:
+            if not self.allow_any_path:
+                self._confine(use, base_dir)
             path = Path(base_dir) / use.target
             if not _exists(path):
                 raise SpecNameError(f"`use`: no such file '{use.target}'", use.span,
@@ -168,6 +186,32 @@ class Loader:
                                 or f"bundled: {', '.join(library_names())}; "
                                    'use "file.res" for a file of your own', code="E207")
         return str(path)
+
+    def _confine(self, use: n.Use, base_dir: str) -> None:
+        """E211 unless the path is relative and, symlinks followed, stays inside the root
+        spec's folder (a bundled library's own `use`s: inside the library folder)."""
+        library = os.path.realpath(specs_dir())
+        here = os.path.realpath(base_dir)
+        root = library if _inside(here, library) else os.path.realpath(self.root_dir or base_dir)
+        target = use.target
+        if os.path.isabs(target) or target.startswith(("~", "\\")) or re.match(r"[A-Za-z]:", target):
+            why = "an absolute path"
+        else:
+            try:
+                resolved = os.path.realpath(os.path.join(here, target))
+            except (OSError, ValueError):
+                resolved = ""
+            if resolved and _inside(resolved, root):
+                return
+            why = "a path outside the spec's folder"
+        raise SpecNameError(f"`use \"{target}\"` is {why}", use.span,
+                            f"`use` reads the bundled libraries and files inside {root}; "
+                            "pass --allow-any-path (API: allow_any_path=True) to read others",
+                            code="E211")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _clash(names: list[str], first: n.Use, second: n.Use) -> SpecNameError:
@@ -195,9 +239,9 @@ def _name_span(item: Definition) -> Span:
     return getattr(item, "name_span", None) or item.span
 
 
-def load(path: str) -> Program:
+def load(path: str, allow_any_path: bool = False) -> Program:
     """Read and parse a spec file and everything it `use`s."""
-    loader = Loader()
+    loader = Loader(allow_any_path)
     try:
         root = loader.load_file(path)
     except ResdslError as e:
@@ -206,9 +250,13 @@ def load(path: str) -> Program:
     return Program(root, loader.scopes, loader.sources)
 
 
-def load_text(text: str, file: str = "<string>", base_dir: str = ".") -> Program:
-    """Parse spec text given directly (the API's `build(text)`)."""
-    loader = Loader()
+def load_text(text: str, file: str = "<string>", base_dir: str | None = None,
+              allow_any_path: bool = False) -> Program:
+    """Parse spec text given directly (the API's `build(text)`). `use "path"` resolves
+    against `base_dir`: by default the folder of `file`, or the current one for `<string>`."""
+    if base_dir is None:
+        base_dir = "." if file.startswith("<") else str(Path(file).parent)
+    loader = Loader(allow_any_path)
     try:
         root = loader.load_text(text, file, base_dir)
     except ResdslError as e:

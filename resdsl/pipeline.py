@@ -11,7 +11,7 @@ import networkx as nx
 from .check import check_scope
 from .elaborate import MAX_LAYERS, NetNode, Value, concrete_networks, elaborate
 from .errors import Collector, ResdslError
-from .graph import build_graph
+from .graph import MAX_MACS, MAX_PARAMS, build_graph, check_costs
 from .loader import Program, load, load_text
 
 
@@ -27,10 +27,11 @@ class Checked:
 def check_program(program: Program, networks: list[str] | None = None,
                   overrides: dict[str, Value] | None = None,
                   max_layers: int = MAX_LAYERS,
-                  input_shape: tuple[int, int, int] | None = None) -> Checked:
+                  input_shape: tuple[int, int, int] | None = None,
+                  max_params: int = MAX_PARAMS, max_macs: int = MAX_MACS) -> Checked:
     """Static checks over the whole file, then elaboration and shape inference of each
-    network asked for (by default every concrete one); all independent errors are raised
-    together."""
+    network asked for (by default every concrete one), then the limits on parameters and
+    MACs; all independent errors are raised together."""
     errors = Collector()
     for err in check_scope(program.root):
         errors.add(err)
@@ -39,8 +40,9 @@ def check_program(program: Program, networks: list[str] | None = None,
         for name in networks if networks is not None else concrete_networks(program.root):
             try:
                 net = elaborate(program, name, overrides, max_layers)
-                result.networks[name] = net
-                result.graphs[name] = build_graph(net, input_shape)
+                g = build_graph(net, input_shape)
+                check_costs(g, net.span, max_params, max_macs)
+                result.networks[name], result.graphs[name] = net, g
             except ResdslError as e:
                 errors.add(e)
     _dedupe(errors)
@@ -62,9 +64,12 @@ def _dedupe(errors: Collector) -> None:
     errors.errors = unique
 
 
-def check_file(path: str, **kw) -> Checked:
-    return check_program(load(path), **kw)
+def check_file(path: str, allow_any_path: bool = False, **kw) -> Checked:
+    return check_program(load(path, allow_any_path), **kw)
 
 
-def check_text(text: str, file: str = "<string>", **kw) -> Checked:
-    return check_program(load_text(text, file), **kw)
+def check_text(text: str, file: str = "<string>", allow_any_path: bool = False,
+               **kw) -> Checked:
+    """Check spec text; `use "path"` resolves against the folder of `file` (a real path), or
+    the current folder for `<string>`."""
+    return check_program(load_text(text, file, allow_any_path=allow_any_path), **kw)
