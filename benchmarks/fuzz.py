@@ -1,0 +1,442 @@
+"""Fuzzing campaign: generated and mutated inputs through check, summary, compile and draw.
+
+    python benchmarks/fuzz.py --n 100000 --seed 1          # the campaign
+    python benchmarks/fuzz.py --n 2000 --time-budget 60     # a quick look
+    python benchmarks/fuzz.py --seed 1 --replay 4711        # one input again, with traceback
+
+Every input is made from its own generator, `random.Random(f"{seed}-{index}")`, so a run is
+reproducible and any single input can be replayed by its index. Kinds of input, in turn:
+
+  bytes      random bytes (some printable), decoded as the loader decodes files
+  truncate   a bundled spec (specs/*.res) cut at a random character
+  token      a bundled spec with 1-4 token-level edits: delete, duplicate, swap, replace with
+             a token of the language's vocabulary or of the file, numbers made extreme
+  lines      a bundled spec with lines deleted, duplicated, swapped or spliced from another
+  generate   a grammar-aware random spec (blocks of every shortcut kind, stages, stem, head),
+             nearly valid: 0-2 token edits
+
+Each input is checked as a file beside the bundled specs (so `use std` and `use "resnet.res"`
+resolve), through the same pipeline as `resdsl check`. When it checks, its networks (at most
+two, chosen at random) go through the summary (table and JSON), the IR (text and JSON), the
+PyTorch backend's Python source (compiled with Python's `compile`, not executed) and the
+Graphviz backend's DOT source at a random level; a small random sample of small networks is
+also built as a torch module and run forward, and a fifth of the parseable inputs through
+`fmt` (idempotent, same AST).
+
+The outcome of an input is `ok`, the code of its first error (`E210@backends` when only a
+backend finds it: the spec checks but does not compile), or a bug: `internal:<Type>@stage`
+(anything but a ResdslError), `nocode` (a ResdslError with code E000) or `nospan:<code>` (an
+error about the text, E1xx-E5xx, without a location, or with one outside the text). Bugs are
+saved to --crash-dir with their traceback. The table of outcomes is printed last.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import sys
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+sys.path.insert(0, str(ROOT))
+
+from resdsl import ir  # noqa: E402
+from resdsl.backends import draw, summary  # noqa: E402
+from resdsl.backends.pytorch import emit  # noqa: E402
+from resdsl.errors import Renderer, ResdslError  # noqa: E402
+from resdsl.fmt import format_text  # noqa: E402
+from resdsl.graph import totals  # noqa: E402
+from resdsl.loader import decode, load_text  # noqa: E402
+from resdsl.parse import parse  # noqa: E402
+from resdsl.pipeline import check_program  # noqa: E402
+
+try:
+    from resdsl.pipeline import lower  # the passes between the IR and a backend
+except ImportError:  # a checkout before the fusion pass
+    lower = None
+
+FILE = str(SPECS / "fuzzed.res")   # the input poses as a file among the bundled specs
+BUNDLED = {p.name: p.read_text(encoding="utf-8") for p in sorted(SPECS.glob("*.res"))}
+MAX_LAYERS = 20_000                # the bundled specs need ~4,000 (resnet1202)
+TORCH_EVERY = 0.02                 # share of checked inputs also built as torch modules
+TORCH_MAX_PARAMS = 3_000_000
+
+KEYWORDS = ["use", "block", "network", "residual", "shortcut", "merge", "input", "stage",
+            "stem", "head", "true", "false", "x", "add"]
+LAYERS = ["conv", "bn", "relu", "maxpool", "avgpool", "fc", "flatten", "dropout"]
+WORDS = ["planes", "stride", "groups", "width", "dilation", "padding", "bias", "zero_init",
+         "ceil_mode", "count_include_pad", "eps", "momentum", "p", "kernel", "out", "identity",
+         "pad", "projection", "always", "avgdown", "none", "basic", "bottleneck", "preact_basic",
+         "std", "resnet", "depths", "block", "num_classes", "forward", "training", "self",
+         "__init__", "import", "os", "downsample", "_", "layer1"]
+NUMBERS = ["0", "1", "2", "3", "7", "16", "64", "-1", "0.5", "1e-5", "1.", "1e308", "1e999",
+           "4611686018427387904", "99999999999999999999999999999", "123456789012345678901234567890123",
+           "3x3", "1x1", "0x0", "7x7", "3x224x224", "1x1x1x1", "2x0"]
+PUNCT = ["(", ")", "[", "]", "{", "}", ",", ";", ":", "=", "+", "-", "*", "/", "//", "%", "\n",
+         "\\\n", "#", '"', "x", "\t", "\r\n", "\ufeff", "×", "@", "'"]
+STRINGS = ['"std.res"', '"resnet.res"', '"nosuch.res"', '"../specs/std.res"', '"/etc/passwd"',
+           '"."', '""', '"fuzzed.res"', '"cifar.res"']
+VOCAB = KEYWORDS + LAYERS + WORDS + NUMBERS + PUNCT + STRINGS
+TOKEN = re.compile(r'[ \t]+|\r?\n|#[^\n]*|"[^"\n]*"?|\d+(?:x\d+)+|\d+\.?\d*(?:[eE][+-]?\d+)?'
+                   r'|[A-Za-z_]\w*|//|.', re.S)
+KINDS = ["bytes", "truncate", "token", "token", "token", "lines", "generate", "generate",
+         "generate"]
+
+
+# ---- inputs --------------------------------------------------------------------------------
+
+def random_bytes(rng: random.Random) -> bytes:
+    n = rng.choice([0, 1, 2, 8, 40, 200, 1000])
+    if rng.random() < 0.5:
+        return rng.randbytes(n)
+    alphabet = "".join(VOCAB) + " \n\t{}()[]"
+    return "".join(rng.choice(alphabet) for _ in range(n)).encode("utf-8")
+
+
+def truncate(rng: random.Random) -> str:
+    text = rng.choice(list(BUNDLED.values()))
+    return text[:rng.randrange(len(text) + 1)]
+
+
+def mutate_tokens(rng: random.Random, text: str, edits: int) -> str:
+    toks = TOKEN.findall(text)
+    for _ in range(edits):
+        if not toks:
+            toks = [rng.choice(VOCAB)]
+        i = rng.randrange(len(toks))
+        op = rng.choice(["delete", "dup", "swap", "vocab", "vocab", "file", "number", "insert"])
+        if op == "delete":
+            del toks[i]
+        elif op == "dup":
+            toks.insert(i, toks[i])
+        elif op == "swap":
+            j = rng.randrange(len(toks))
+            toks[i], toks[j] = toks[j], toks[i]
+        elif op == "vocab":
+            toks[i] = rng.choice(VOCAB)
+        elif op == "file":
+            toks[i] = rng.choice(toks)
+        elif op == "insert":
+            toks.insert(i, rng.choice([" ", ""]) + rng.choice(VOCAB) + rng.choice([" ", ""]))
+        else:
+            nums = [k for k, t in enumerate(toks) if t[:1].isdigit()]
+            k = rng.choice(nums) if nums else i
+            toks[k] = rng.choice(NUMBERS + [str(rng.randrange(1, 4096)),
+                                            f"{rng.randrange(0, 9)}x{rng.randrange(0, 9)}"])
+    return "".join(toks)
+
+
+def mutate_lines(rng: random.Random, text: str) -> str:
+    lines = text.split("\n")
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(lines))
+        op = rng.choice(["delete", "dup", "swap", "splice"])
+        if op == "delete" and len(lines) > 1:
+            del lines[i]
+        elif op == "dup":
+            lines.insert(i, lines[i])
+        elif op == "swap":
+            j = rng.randrange(len(lines))
+            lines[i], lines[j] = lines[j], lines[i]
+        else:
+            other = rng.choice(list(BUNDLED.values())).split("\n")
+            a = rng.randrange(len(other))
+            lines[i:i] = other[a:a + rng.randint(1, 6)]
+    return "\n".join(lines)
+
+
+def _layer(rng: random.Random, sym: bool) -> str:
+    """One layer statement; `sym`: inside a block, may use the block's parameters."""
+    w = rng.choice(["planes", "planes * 2", "planes // 2"] if sym else ["8", "16", "32"])
+    s = rng.choice(["stride"] if sym else ["1", "2"])
+    k = rng.choice(["3x3", "1x1", "5x5", "3", "1x3"])
+    return rng.choice([
+        f"conv {w}, {k}", f"conv {w}, {k}, stride = {s}", f"conv {w}, 3x3, groups = 2",
+        f"conv {w}, 3x3, dilation = 2", f"conv {w}, 1x1, bias", "bn", "bn(zero_init)", "relu",
+        "bn; relu", f"maxpool 3x3, stride = {s}", "maxpool 2x2", "avgpool 2x2",
+        "avgpool 3x3, stride = 2, ceil_mode", "dropout 0.1", f"label{rng.randrange(3)}: relu"])
+
+
+def _block(rng: random.Random, name: str) -> str:
+    body = [f"    {_layer(rng, True)}" for _ in range(rng.randint(1, 4))]
+    if rng.random() < 0.7:
+        body.insert(0, "    conv planes, 3x3, stride = stride")
+    kind = rng.choice(["identity", "pad", "projection", "projection(always)", "avgdown", "none",
+                       "{ conv planes, 1x1, stride = stride; bn }"])
+    pre = "  bn; relu\n" if rng.random() < 0.2 else ""
+    merge = "" if kind == "none" or rng.random() < 0.3 else "  merge add\n"
+    post = "  relu\n" if merge and rng.random() < 0.5 else ""
+    return (f"block {name}(planes, stride = 1) {{\n{pre}  residual {{\n" + "\n".join(body)
+            + f"\n  }}\n  shortcut {kind}\n{merge}{post}}}\n")
+
+
+def generate(rng: random.Random) -> str:
+    """A nearly valid spec: random blocks, a network using them (and std's), 0-2 edits."""
+    parts = ["use std\n"] if rng.random() < 0.8 else []
+    blocks = [f"blk{i}" for i in range(rng.randint(0, 2))]
+    parts += [_block(rng, b) for b in blocks]
+    avail = blocks + (["basic", "bottleneck", "basic_a", "preact_basic", "bottleneck_d"]
+                      if parts and parts[0].startswith("use") else [])
+    c, h = rng.choice([1, 3, 4]), rng.choice([8, 16, 32, 33, 64])
+    net = [f"  input {c} x {h} x {rng.choice([h, h, 17, 40])}"]
+    if rng.random() < 0.7:
+        net.append("  stem { conv 16, 3x3; bn; relu }")
+    for i in range(rng.randint(0, 4) if avail else 0):
+        b = rng.choice(avail)
+        stride = rng.choice(["", "", ", stride = 2"])
+        net.append(f"  stage layer{i + 1} = {rng.randint(1, 3)} x {b}({rng.choice([8, 16, 32])}"
+                   f"{stride})")
+    for _ in range(rng.randint(0, 2)):
+        net.insert(rng.randint(1, len(net)), "  " + _layer(rng, False))
+    if rng.random() < 0.8:
+        net.append("  head { avgpool: avgpool; fc: fc " + rng.choice(["10", "num_classes"])
+                   + " }")
+    if rng.random() < 0.5:
+        parts.append("network tmpl(num_classes = 10) {\n" + "\n".join(net) + "\n}\n")
+        parts.append(f"network net = tmpl({rng.choice(['', '5', 'num_classes = 3'])})\n")
+    else:
+        parts.append("network net {\n" + "\n".join(net).replace("num_classes", "10") + "\n}\n")
+    text = "\n".join(parts)
+    return mutate_tokens(rng, text, rng.choice([0, 0, 1, 1, 2])) if rng.random() < 0.8 else text
+
+
+def make_input(seed: int, index: int) -> tuple[str, random.Random, str | bytes]:
+    rng = random.Random(f"{seed}-{index}")
+    kind = rng.choice(KINDS)
+    if kind == "bytes":
+        return kind, rng, random_bytes(rng)
+    if kind == "truncate":
+        return kind, rng, truncate(rng)
+    if kind == "token":
+        return kind, rng, mutate_tokens(rng, rng.choice(list(BUNDLED.values())),
+                                        rng.randint(1, 4))
+    if kind == "lines":
+        return kind, rng, mutate_lines(rng, rng.choice(list(BUNDLED.values())))
+    return kind, rng, generate(rng)
+
+
+# ---- running one input ---------------------------------------------------------------------
+
+class Bug(Exception):
+    """A finding: the outcome key and what to save."""
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(key)
+        self.key, self.detail = key, detail
+
+
+def _validate(err: ResdslError, texts: dict[str, str]) -> None:
+    """Every error has a code; every error about the text points inside it."""
+    for e in err.errors:
+        if not re.fullmatch(r"E\d{3}", e.code) or e.code == "E000":
+            raise Bug("nocode", f"{type(e).__name__}: {e}")
+        about_text = e.code[1] in "12345" and e.code != "E504"
+        if about_text and e.span is None:
+            raise Bug(f"nospan:{e.code}", str(e))
+        for span in ([e.span] if e.span else []) + [s for s, _ in e.notes]:
+            lines = texts.get(span.file)
+            if lines is None:
+                raise Bug(f"nospan:{e.code}", f"span in unknown file {span.file}: {e}")
+            if not (1 <= span.line <= lines and span.col >= 1 and span.end_line >= span.line):
+                raise Bug(f"nospan:{e.code}", f"span {span} outside the text: {e}")
+    Renderer(dict(err.sources)).render(err)
+
+
+def run_one(data: str | bytes, rng: random.Random, stats: Counter) -> str:
+    """The outcome of one input (raises Bug for a finding)."""
+    stage = "check"
+    texts = {str(SPECS / k): v.count("\n") + 1 for k, v in BUNDLED.items()}
+    try:
+        text = decode(data, FILE) if isinstance(data, bytes) else data
+        texts[FILE] = text.count("\n") + 1
+        if rng.random() < 0.2:
+            stage = "fmt"
+            _fmt(text)
+        stage = "check"
+        checked = check_program(load_text(text, FILE, str(SPECS)), max_layers=MAX_LAYERS)
+        names = sorted(checked.graphs)
+        for name in rng.sample(names, min(2, len(names))):
+            stage = "backends"
+            _backends(checked, name, rng, stats)
+        return "ok"
+    except Bug:
+        raise
+    except ResdslError as e:
+        _validate(e, texts)
+        # an error only a backend finds (E210: a label PyTorch reserves) is an outcome of its
+        # own: the spec checks, but does not compile
+        return e.code if stage in ("check", "fmt") else f"{e.code}@{stage}"
+    except Exception as e:  # noqa: BLE001 - the point of the exercise
+        raise Bug(f"internal:{type(e).__name__}@{stage}", traceback.format_exc()) from None
+
+
+def _fmt(text: str) -> None:
+    try:
+        out = format_text(text, FILE)
+    except ResdslError:
+        return  # reported again, and validated, by check
+    if format_text(out, FILE) != out or parse(out, FILE) != parse(text, FILE):
+        raise Bug("internal:FmtUnstable@fmt", text)
+
+
+def _backends(checked, name: str, rng: random.Random, stats: Counter) -> None:
+    g = checked.graphs[name]
+    depth = rng.randint(1, 3)
+    summary.table(g, depth)
+    summary.to_json(g, depth)
+    ir.to_text(g)
+    ir.to_json(g)
+    ir.verify(g)
+    g = lower(g) if lower else g  # as `resdsl compile` and resdsl.build do
+    source, cls = emit(checked.networks[name], g, FILE)
+    compile(source, "<fuzz>", "exec")
+    level = rng.choice(["stage", "block", "layer"] if len(g) < 3000 else ["stage", "block"])
+    dot = draw.to_dot(g, level).source
+    if not dot.startswith("digraph"):
+        raise Bug("internal:NotDot@draw", dot[:200])
+    stats["backends"] += 1
+    if rng.random() < TORCH_EVERY and totals(g)["params"] <= TORCH_MAX_PARAMS:
+        _torch(source, cls, g)
+        stats["torch"] += 1
+
+
+def _torch(source: str, cls: str, g) -> None:
+    import torch
+
+    from resdsl.backends.pytorch import instantiate
+
+    model = instantiate(source, cls, "<fuzz>").eval()
+    n = sum(p.numel() for p in model.parameters())
+    if n != totals(g)["params"]:
+        raise Bug("internal:ParamCount@torch", f"{n} != {totals(g)['params']}")
+    with torch.no_grad():
+        y = model(torch.randn(1, *g.graph["input"]))
+    if tuple(y.shape[1:]) != g.nodes["output"]["shape"]:
+        raise Bug("internal:OutputShape@torch", f"{tuple(y.shape)} vs IR")
+
+
+# ---- the campaign --------------------------------------------------------------------------
+
+def save(crash_dir: Path, seed: int, index: int, data, bug: Bug, saved: Counter) -> None:
+    saved[bug.key] += 1
+    if saved[bug.key] > 3:
+        return
+    crash_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"seed{seed}-{index}-{re.sub(r'[^A-Za-z0-9]+', '_', bug.key)}"
+    raw = data if isinstance(data, bytes) else data.encode("utf-8")
+    (crash_dir / f"{stem}.res").write_bytes(raw)
+    (crash_dir / f"{stem}.txt").write_text(f"{bug.key}\nreplay: python benchmarks/fuzz.py "
+                                           f"--seed {seed} --replay {index}\n\n{bug.detail}\n")
+
+
+def table(counts: Counter, kinds: Counter, stats: Counter, n: int, elapsed: float,
+          args) -> str:
+    bugs = sum(v for k, v in counts.items() if not _expected(k))
+    rows = [f"fuzz: seed {args.seed}, {n:,} inputs in {elapsed:.0f} s "
+            f"({n / max(elapsed, 1e-9):.0f}/s, {args.jobs} worker(s)); kinds: "
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())),
+            f"checked networks through summary/IR/compile/draw: {stats['backends']:,}; "
+            f"built and run in torch: {stats['torch']:,}",
+            f"bugs (internal exceptions, missing codes or spans): {bugs}", "",
+            f"{'outcome':<32} {'count':>8} {'share':>7}",
+            f"{'-' * 32} {'-' * 8} {'-' * 7}"]
+    for key, v in sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])):
+        rows.append(f"{key:<32} {v:>8,} {100 * v / max(n, 1):>6.2f}%")
+    rows.append(f"{'total':<32} {n:>8,} {100.0 if n else 0:>6.2f}%")
+    return "\n".join(rows)
+
+
+def campaign(seed: int, start: int, n: int, budget: float | None, crash_dir: str,
+             progress: int) -> tuple[Counter, Counter, Counter, int]:
+    """Inputs start .. start + n - 1: (outcomes, kinds, stats, inputs run)."""
+    counts, kinds, stats, saved = Counter(), Counter(), Counter(), Counter()
+    t0 = time.perf_counter()
+    done = 0
+    for index in range(start, start + n):
+        if budget and time.perf_counter() - t0 > budget:
+            break
+        kind, rng, data = make_input(seed, index)
+        kinds[kind] += 1
+        try:
+            outcome = run_one(data, rng, stats)
+        except Bug as bug:
+            outcome = bug.key
+            save(Path(crash_dir), seed, index, data, bug, saved)
+            print(f"BUG at input {index} ({kind}): {bug.key}", file=sys.stderr, flush=True)
+        counts[outcome] += 1
+        done += 1
+        if progress and done % progress == 0:
+            el = time.perf_counter() - t0
+            print(f"[inputs {start:,}+: {done:,} in {el:.0f} s, {done / el:.0f}/s, "
+                  f"ok {counts['ok']:,}]", file=sys.stderr, flush=True)
+    return counts, kinds, stats, done
+
+
+def _shard(a: tuple) -> tuple[Counter, Counter, Counter, int]:
+    return campaign(*a)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000, help="inputs to run (default 100,000)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--start", type=int, default=0, help="first input index")
+    ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                    help="stop after this long, reporting what ran")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="worker processes; input i is the same whichever runs it")
+    ap.add_argument("--crash-dir", default=str(ROOT / "benchmarks" / "results" / "fuzz-crashes"))
+    ap.add_argument("--progress", type=int, default=5000, metavar="N",
+                    help="a progress line every N inputs per worker (0: none)")
+    ap.add_argument("--replay", type=int, default=None, metavar="INDEX",
+                    help="run one input, print it and any traceback")
+    args = ap.parse_args(argv)
+    if args.replay is not None:
+        return replay(args.seed, args.replay)
+    start = time.perf_counter()
+    jobs = max(1, args.jobs)
+    bounds = [args.start + args.n * k // jobs for k in range(jobs + 1)]
+    shards = [(args.seed, bounds[k], bounds[k + 1] - bounds[k], args.time_budget,
+               args.crash_dir, args.progress) for k in range(jobs)]
+    if jobs == 1:
+        results = [_shard(shards[0])]
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            results = pool.map(_shard, shards)
+    counts, kinds, stats, done = Counter(), Counter(), Counter(), 0
+    for c, k, s, d in results:
+        counts.update(c)
+        kinds.update(k)
+        stats.update(s)
+        done += d
+    print(table(counts, kinds, stats, done, time.perf_counter() - start, args), flush=True)
+    return 1 if any(not _expected(k) for k in counts) else 0
+
+
+def _expected(outcome: str) -> bool:
+    """ok, or a user error with a code (possibly found by a backend: `E210@backends`)."""
+    return outcome == "ok" or bool(re.fullmatch(r"E\d{3}(@\w+)?", outcome))
+
+
+def replay(seed: int, index: int) -> int:
+    kind, rng, data = make_input(seed, index)
+    print(f"# input {index} of seed {seed} ({kind}):")
+    print(data if isinstance(data, str) else repr(data))
+    try:
+        print("outcome:", run_one(data, rng, Counter()))
+    except Bug as bug:
+        print(f"outcome: {bug.key}\n{bug.detail}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())
