@@ -172,14 +172,16 @@ def _load_mask(MASK, o0, i0, c0, OUTER, C, INNER, PACK_C: tl.constexpr,
 @_kernel
 def _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                     ACC: tl.constexpr):
-    """Per-channel (mean, invstd, w, scale, shift) with bn(s) = s * scale + shift."""
+    """Per-channel (mean, invstd, w, scale, b) with bn(s) = (s - mean) * scale + b.
+
+    (s - mean) first: s * scale + (b - mean * scale) cancels catastrophically when |mean|
+    is much larger than the spread."""
     c_ok = offs_c < C
     mean = tl.load(MEAN + offs_c, mask=c_ok, other=0.0)
     invstd = tl.load(INVSTD + offs_c, mask=c_ok, other=0.0)
     w = tl.load(W + offs_c, mask=c_ok, other=1.0).to(ACC) if HAS_W else 1.0
-    b = tl.load(B + offs_c, mask=c_ok, other=0.0).to(ACC) if HAS_B else 0.0
-    scale = invstd * w
-    return mean, invstd, w, scale, b - mean * scale
+    b = tl.load(B + offs_c, mask=c_ok, other=0.0).to(ACC) if HAS_B else mean * 0.0
+    return mean, invstd, w, invstd * w, b
 
 
 @_kernel
@@ -266,14 +268,14 @@ def _bn_act_apply_kernel(
     i0 = (tl.program_id(0) % i_blocks) * BLOCK_I
     c0 = tl.program_id(1) * BLOCK_C
     offs_c = c0 + tl.arange(0, BLOCK_C)
-    _m, _i, _w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B, ACC)
+    mean, _i, _w, scale, b = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B, ACC)
     offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
     y = tl.load(X + offs, mask=ok, other=0.0).to(ACC)
     if RES != 0:
         r = tl.load(R + offs, mask=ok, other=0.0).to(ACC)
     if RES == 1:
         y += r
-    y = y * scale[None, :, None] + shift[None, :, None]
+    y = (y - mean[None, :, None]) * scale[None, :, None] + b[None, :, None]
     if RES == 2:
         y += r
     if RELU:
@@ -286,7 +288,7 @@ def _bn_act_apply_kernel(
 
 
 @_kernel
-def _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift, o0, i0, c0,
+def _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, b, o0, i0, c0,
                  OUTER, C, INNER, RES: tl.constexpr, RELU: tl.constexpr, PACK_C: tl.constexpr,
                  ACC: tl.constexpr,
                  BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr):
@@ -302,7 +304,7 @@ def _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift, o0, i0, c
             keep = _load_mask(MASK, o0, i0, c0, OUTER, C, INNER, PACK_C,
                               BLOCK_O, BLOCK_C, BLOCK_I)
         else:
-            keep = s * scale[None, :, None] + shift[None, :, None] > 0.0
+            keep = (s - mean[None, :, None]) * scale[None, :, None] + b[None, :, None] > 0.0
         dy = tl.where(keep, dy, 0.0)
     xhat = tl.where(ok, (s - mean[None, :, None]) * invstd[None, :, None], 0.0)
     return dy, xhat
@@ -327,14 +329,14 @@ def _bn_act_bwd_reduce_kernel(
     pid_s = tl.program_id(1)
     c0 = pid_c * BLOCK_C
     offs_c = c0 + tl.arange(0, BLOCK_C)
-    mean, invstd, _w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B,
+    mean, invstd, _w, scale, b = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B,
                                                      ACC)
     db = tl.zeros([BLOCK_C], dtype=ACC)
     dw = tl.zeros([BLOCK_C], dtype=ACC)
     for o0 in range(pid_s * BLOCK_O, OUTER, SPLIT * BLOCK_O):
         for i0 in range(0, INNER, BLOCK_I):
             offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
-            dz, xhat = _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift,
+            dz, xhat = _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, b,
                                     o0, i0, c0, OUTER, C, INNER, RES, RELU, PACK_C,
                                     ACC, BLOCK_O, BLOCK_C, BLOCK_I)
             db += _sum2(dz)
@@ -387,10 +389,10 @@ def _bn_act_bwd_apply_kernel(
     c0 = tl.program_id(1) * BLOCK_C
     offs_c = c0 + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
-    mean, invstd, w, scale, shift = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B,
+    mean, invstd, w, scale, b = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B,
                                                     ACC)
     offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
-    dz, xhat = _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, shift,
+    dz, xhat = _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, b,
                             o0, i0, c0, OUTER, C, INNER, RES, RELU, PACK_C,
                             ACC, BLOCK_O, BLOCK_C, BLOCK_I)
     if WRITE_DR:

@@ -1,0 +1,417 @@
+"""Fused BN + add + ReLU (resdsl.backends.bn_act): the Triton kernels under TRITON_INTERPRET=1 on
+CPU tensors, and the torch path, against float64 references built from nn.BatchNorm + add + relu.
+
+TRITON_INTERPRET is set before anything can import triton. It would still take effect if triton
+had been imported earlier (e.g. by inductor): triton reads the variable when a function is
+jitted (`triton.jit` -> `knobs.runtime.interpret`, read from the environment on each access),
+and bn_act jits its kernels only at the first Triton call. `test_kernels_are_interpreted`
+checks that they were. Every expected number comes from PyTorch's own modules.
+"""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from resdsl.backends import bn_act as K
+from torch import nn
+
+triton = pytest.importorskip("triton")
+
+EPS = 1e-5
+POSITIONS = [None, "pre", "mid", "post"]
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Tiles of 32 elements, so that tiny tensors still span several tiles and reduction splits."""
+    monkeypatch.setattr(K, "TILE_ELEMENTS", 32)
+
+
+# ---------------------------------------------------------------- references (PyTorch's modules)
+
+def make_inputs(shape, *, seed=0, mean=0.5, std=2.0, dtype=torch.float64):
+    """x, r, w, b, running mean, running var in float64 (cast later), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    c = shape[1]
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * std + mean
+    r = torch.randn(shape, generator=g, dtype=torch.float64)
+    w = torch.randn(c, generator=g, dtype=torch.float64)
+    b = torch.randn(c, generator=g, dtype=torch.float64)
+    rm = torch.randn(c, generator=g, dtype=torch.float64)
+    rv = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
+    return [t.to(dtype) for t in (x, r, w, b, rm, rv)]
+
+
+def reference(x, r, w, b, rm, rv, *, at, relu, training, momentum=0.1, affine=True,
+              track=True):
+    """float64 nn.BatchNorm + add + relu on float64 copies. Returns (y, bn module)."""
+    c = x.shape[1]
+    cls = nn.BatchNorm2d if x.dim() == 4 else nn.BatchNorm1d
+    bn = cls(c, eps=EPS, momentum=momentum, affine=affine, track_running_stats=track).double()
+    if affine:
+        bn.weight.data.copy_(w)
+        bn.bias.data.copy_(b)
+    if track:
+        bn.running_mean.copy_(rm)
+        bn.running_var.copy_(rv)
+    bn.train(training)
+    act = torch.relu if relu else (lambda t: t)
+    if at is None:
+        y = act(bn(x))
+    elif at == "pre":
+        y = act(bn(x + r))
+    elif at == "mid":
+        y = act(bn(x) + r)
+    else:
+        y = act(bn(x)) + r
+    return y, bn
+
+
+def run_both(shape, *, at, relu, training, dtype=torch.float32, kernels="triton", affine=True,
+             track=True, layout=None, momentum=0.1, seed=0, mean=0.5, std=2.0):
+    """Our bn_act and the float64 reference on the same values, forward and backward.
+
+    Returns (ours, ref) dicts: y, running_mean, running_var, and grads x, r, w, b."""
+    x, r, w, b, rm, rv = make_inputs(shape, seed=seed, mean=mean, std=std)
+    x, r = x.to(dtype), r.to(dtype)  # the reference sees the same rounded values
+    gy = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 1),
+                     dtype=torch.float64)
+    leaves = [t.detach().double().clone().requires_grad_() for t in (x, r, w, b)]
+    y_ref, bn = reference(*leaves, rm, rv, at=at, relu=relu, training=training,
+                          momentum=momentum, affine=affine, track=track)
+    y_ref.backward(gy)
+    ref = {"y": y_ref.detach(), "x": leaves[0].grad, "r": leaves[1].grad,
+           "w": bn.weight.grad if affine else None, "b": bn.bias.grad if affine else None,
+           "running_mean": bn.running_mean if track else None,
+           "running_var": bn.running_var if track else None}
+
+    xs = layout(x) if layout else x
+    ours_leaves = [t.detach().clone().requires_grad_() for t in (xs, r, w.float(), b.float())]
+    rmo, rvo = (rm.float().clone(), rv.float().clone()) if track else (None, None)
+    y = K.bn_act(ours_leaves[0], ours_leaves[2] if affine else None,
+                 ours_leaves[3] if affine else None, rmo, rvo,
+                 ours_leaves[1] if at else None, training=training, momentum=momentum, eps=EPS,
+                 relu=relu, residual_at=at or "mid", kernels=kernels)
+    y.backward(gy.to(dtype))
+    ours = {"y": y.detach(), "x": ours_leaves[0].grad, "r": ours_leaves[1].grad,
+            "w": ours_leaves[2].grad, "b": ours_leaves[3].grad,
+            "running_mean": rmo, "running_var": rvo}
+    return ours, ref
+
+
+def assert_match(ours, ref, *, atol, rtol, at):
+    for key in ("y", "x", "r", "w", "b", "running_mean", "running_var"):
+        if ref[key] is None or (key == "r" and at is None):
+            assert key == "r" or ours[key] is None, key
+            continue
+        torch.testing.assert_close(ours[key].double(), ref[key], atol=atol, rtol=rtol,
+                                   msg=lambda m, k=key: f"{k}: {m}")
+
+
+# ---------------------------------------------------------------- dispatch and API
+
+def test_resolve_kernels(monkeypatch):
+    monkeypatch.delenv("RESDSL_KERNELS", raising=False)
+    assert K.resolve_kernels(None) == "auto"
+    monkeypatch.setenv("RESDSL_KERNELS", "torch")
+    assert K.resolve_kernels(None) == "torch"
+    assert K.resolve_kernels("triton") == "triton"
+    monkeypatch.setenv("RESDSL_KERNELS", "cuda")
+    with pytest.raises(ValueError, match="auto, triton, torch"):
+        K.resolve_kernels(None)
+    with pytest.raises(ValueError):
+        K.resolve_kernels("fast")
+
+
+def test_import_does_not_import_triton():
+    code = "import sys; from resdsl.backends import bn_act; print('triton' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_auto_on_cpu_is_the_torch_path():
+    x, r, w, b, rm, rv = make_inputs((2, 3, 4, 4), dtype=torch.float32)
+    kw = {"training": True, "momentum": 0.1, "eps": EPS, "relu": True}
+    got = K.bn_act(x, w, b, rm.clone(), rv.clone(), r, kernels="auto", **kw)
+    want = K.bn_act_torch(x, w, b, rm.clone(), rv.clone(), r, **kw)
+    assert torch.equal(got, want)
+
+
+def test_bad_residual_position():
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="residual_at"):
+        K.bn_act(x, None, None, None, None, x, training=True, momentum=0.1, eps=EPS,
+                 relu=False, residual_at="after")
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 4)])
+def test_single_value_per_channel_raises_like_pytorch(kernels, shape):
+    x = torch.randn(shape)
+    with pytest.raises(ValueError) as want:
+        F.batch_norm(x, None, None, training=True)
+    with pytest.raises(ValueError) as got:
+        K.bn_act(x, None, None, None, None, training=True, momentum=0.1, eps=EPS, relu=True,
+                 kernels=kernels)
+    assert str(got.value) == str(want.value)
+    # eval with running statistics needs no batch statistics: no error
+    K.bn_act(x, None, None, torch.zeros(shape[1]), torch.ones(shape[1]), training=False,
+             momentum=0.1, eps=EPS, relu=True, kernels=kernels)
+
+
+def test_kernels_are_interpreted():
+    K.add_act(torch.ones(3), torch.ones(3), relu=True, kernels="triton")
+    from triton.runtime.interpreter import InterpretedFunction
+    assert isinstance(K._bn_stats_kernel, InterpretedFunction)
+    assert isinstance(K._add_act_kernel, InterpretedFunction)
+
+
+# ---------------------------------------------------------------- correctness against PyTorch
+
+CHANNELS_LAST = lambda t: t.contiguous(memory_format=torch.channels_last)
+NON_CONTIGUOUS = lambda t: t.transpose(2, 3).contiguous().transpose(2, 3)
+
+SHAPES = [
+    pytest.param((3, 5, 3, 3), None, id="nchw-C5-odd"),
+    pytest.param((2, 6, 3, 5), CHANNELS_LAST, id="channels_last-C6"),
+    pytest.param((4, 3, 1, 1), None, id="hw1"),
+    pytest.param((1, 3, 5, 7), None, id="n1-odd"),
+    pytest.param((5, 7), None, id="2d"),
+    pytest.param((2, 3, 4, 5), NON_CONTIGUOUS, id="non-contiguous"),
+]
+
+
+@pytest.mark.parametrize("at", POSITIONS)
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("shape,layout", SHAPES)
+def test_training_matches_pytorch(shape, layout, at, relu, small_tiles):
+    """Output, running stats (momentum 0.3) and all grads, float32 kernels vs float64 modules."""
+    ours, ref = run_both(shape, at=at, relu=relu, training=True, layout=layout, momentum=0.3)
+    assert_match(ours, ref, atol=2e-5, rtol=1e-4, at=at)
+
+
+@pytest.mark.parametrize("at", POSITIONS)
+@pytest.mark.parametrize("shape,layout", [SHAPES[0], SHAPES[1], SHAPES[2]])
+def test_eval_matches_pytorch(shape, layout, at, small_tiles):
+    """Running statistics used and left alone; grads through a frozen BN too."""
+    ours, ref = run_both(shape, at=at, relu=True, training=False, layout=layout)
+    assert_match(ours, ref, atol=2e-5, rtol=1e-4, at=at)
+
+
+@pytest.mark.parametrize("at", ["mid", "pre"])
+@pytest.mark.parametrize("training", [True, False])
+def test_no_affine_no_running_stats(at, training, small_tiles):
+    """affine=False and track_running_stats=False (batch statistics even in eval)."""
+    ours, ref = run_both((3, 5, 3, 3), at=at, relu=True, training=training, affine=False,
+                         track=False)
+    assert ours["w"] is None and ours["b"] is None
+    assert_match(ours, ref, atol=2e-5, rtol=1e-4, at=at)
+
+
+def test_layout_preserved(small_tiles):
+    x, r, w, b, rm, rv = make_inputs((2, 6, 3, 5), dtype=torch.float32)
+    x, r = CHANNELS_LAST(x), CHANNELS_LAST(r)
+    y = K.bn_act(x, w, b, rm, rv, r, training=True, momentum=0.1, eps=EPS, relu=True,
+                 kernels="triton")
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cumulative_momentum_resolved_by_caller(small_tiles):
+    """momentum=None in nn.BatchNorm2d: the caller passes 1/num_batches_tracked."""
+    bn = nn.BatchNorm2d(5, eps=EPS, momentum=None).double()
+    rm, rv = torch.zeros(5), torch.ones(5)
+    for step in range(1, 4):
+        x = make_inputs((3, 5, 2, 3), seed=step)[0]
+        bn(x)
+        K.bn_act(x.float(), None, None, rm, rv, training=True, momentum=1.0 / step, eps=EPS,
+                 relu=False, kernels="triton")
+    torch.testing.assert_close(rm.double(), bn.running_mean, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(rv.double(), bn.running_var, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- precision
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+@pytest.mark.parametrize("at", ["mid", "pre", "post"])
+def test_half_precision(dtype, tol, at, small_tiles):
+    """fp16/bf16 activations with float32 weight and running stats (as under autocast).
+
+    Tolerance: a few units of the format's precision (fp16 2^-10, bf16 2^-7) relative to the
+    values, since the output and the grads are rounded to it once."""
+    ours, ref = run_both((3, 6, 3, 5), at=at, relu=True, training=True, dtype=dtype)
+    assert ours["y"].dtype == dtype and ours["x"].dtype == dtype
+    assert ours["w"].dtype == torch.float32 and ours["running_mean"].dtype == torch.float32
+    assert_match(ours, ref, atol=4 * tol, rtol=4 * tol, at=at)
+
+
+def test_large_mean_small_spread_keeps_the_variance(small_tiles):
+    """mean 1e4, spread 1 in float32: E[x^2]-E[x]^2 would lose the variance entirely.
+
+    The running variance must hold to 1e-4; outputs and grads to 2e-3, since the float32 batch
+    mean itself is only good to half an ulp at 1e4 (~5e-4), times |w|/std."""
+    ours, ref = run_both((4, 3, 5, 5), at="mid", relu=True, training=True, mean=1e4, std=1.0)
+    torch.testing.assert_close(ours["running_var"].double(), ref["running_var"], rtol=1e-4,
+                               atol=0)
+    assert_match(ours, ref, atol=2e-3, rtol=1e-3, at="mid")
+
+
+def test_small_magnitudes(small_tiles):
+    ours, ref = run_both((4, 3, 5, 5), at="post", relu=True, training=True, mean=1e-3,
+                         std=1e-2)
+    assert_match(ours, ref, atol=2e-5, rtol=1e-4, at="post")
+
+
+def test_fp16_overflow_prone(small_tiles):
+    """fp16 values near 2000 (x^2 and sums far beyond fp16's 65504): statistics stay finite."""
+    ours, ref = run_both((4, 3, 5, 5), at="mid", relu=True, training=True, dtype=torch.float16,
+                         mean=2000.0, std=100.0)
+    assert torch.isfinite(ours["y"]).all()
+    assert_match(ours, ref, atol=1e-2, rtol=1e-2, at="mid")
+
+
+@pytest.mark.parametrize("at", POSITIONS)
+def test_gradcheck_float64(at, small_tiles):
+    """float64 inputs compute in float64 in the kernels, so finite differences are meaningful."""
+    x, r, w, b, rm, rv = make_inputs((3, 2, 2, 3))
+    leaves = [t.clone().requires_grad_() for t in (x, r, w, b)]
+
+    def f(x, r, w, b):
+        return K.bn_act(x, w, b, rm.clone(), rv.clone(), r if at else None, training=True,
+                        momentum=0.1, eps=EPS, relu=True, residual_at=at or "mid",
+                        kernels="triton")
+
+    assert torch.autograd.gradcheck(f, leaves, fast_mode=True)
+
+
+# ---------------------------------------------------------------- properties of the kernels
+
+def test_deterministic(small_tiles):
+    """Same inputs, bitwise-identical outputs, statistics and grads (no atomics)."""
+    def once():
+        ours, _ = run_both((5, 6, 3, 3), at="mid", relu=True, training=True, seed=3)
+        return ours
+
+    a, b = once(), once()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_torch_path_equals_triton_path(small_tiles):
+    for at in POSITIONS:
+        ours, _ = run_both((3, 5, 3, 3), at=at, relu=True, training=True)
+        theirs, _ = run_both((3, 5, 3, 3), at=at, relu=True, training=True, kernels="torch")
+        for key in ours:
+            if theirs[key] is not None:
+                torch.testing.assert_close(ours[key], theirs[key], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("at,relu,expect_mask", [("mid", True, True), ("post", True, False),
+                                                ("pre", True, False), (None, True, False)])
+def test_saves_only_x_stats_and_a_bit_mask(at, relu, expect_mask):
+    """Saved for backward: x (and r for "pre"), per-channel stats, a 1-bit mask for "mid"+ReLU;
+    never the output or another activation-sized copy."""
+    x, r, w, b, rm, rv = make_inputs((2, 8, 3, 5), dtype=torch.float32)
+    x.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        K.bn_act(x, w.requires_grad_(), b, rm, rv, r if at else None, training=True,
+                 momentum=0.1, eps=EPS, relu=relu, residual_at=at or "mid", kernels="triton")
+    big = [t for t in saved if t.numel() >= x.numel()]
+    assert len(big) == (2 if at == "pre" else 1)
+    masks = [t for t in saved if t.dtype == torch.uint8 and t.numel()]
+    if expect_mask:
+        assert len(masks) == 1 and masks[0].numel() <= 2 * 8 * ((3 * 5 + 7) // 8)
+    else:
+        assert not masks
+
+
+def test_pre_residual_grad_is_the_input_grad():
+    x, r, w, b, rm, rv = make_inputs((2, 3, 3, 3), dtype=torch.float32)
+    x.requires_grad_()
+    r.requires_grad_()
+    y = K.bn_act(x, w, b, rm, rv, r, training=True, momentum=0.1, eps=EPS, relu=True,
+                 residual_at="pre", kernels="triton")
+    y.sum().backward()
+    assert torch.equal(x.grad, r.grad)
+
+
+# ---------------------------------------------------------------- add_act
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("layout", [None, CHANNELS_LAST])
+def test_add_act(relu, layout):
+    x, r = make_inputs((3, 5, 3, 7), dtype=torch.float32)[:2]
+    if layout:
+        x, r = layout(x), layout(r)
+    want = torch.relu(x.double() + r.double()) if relu else x.double() + r.double()
+    for kernels in ("torch", "triton"):
+        got = K.add_act(x, r, relu=relu, kernels=kernels)
+        torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-6)
+    assert K.add_act(x, r, relu=relu, kernels="triton").stride() == x.stride()
+
+
+# ---------------------------------------------------------------- torch.library / compile / export
+
+def _fwd_args(at="mid"):
+    x, r, w, b, rm, rv = make_inputs((2, 3, 3, 3), dtype=torch.float32)
+    return (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), rm, rv,
+            r.requires_grad_(), True, EPS, True, K._RES_CODE[at], True)
+
+
+# opcheck's AOT-dispatch check reads .grad of non-leaf tensors itself (pytest turns the warning
+# into an error here)
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+def test_opcheck():
+    """Schema, fake (meta) impl, autograd registration and AOT dispatch of the custom op."""
+    if not hasattr(torch.library, "opcheck"):
+        pytest.skip("torch.library.opcheck needs torch >= 2.4")
+    for at in ("mid", "pre"):
+        torch.library.opcheck(torch.ops.resdsl.bn_act_fwd.default, _fwd_args(at))
+
+
+def _block(x, w, b, rm, rv, r):
+    return K.bn_act(x, w, b, rm, rv, r, training=True, momentum=0.1, eps=EPS, relu=True,
+                    kernels="triton") * 2
+
+
+def test_compile_fullgraph():
+    """torch.compile(fullgraph=True) through the custom op, forward and backward, on CPU
+    (inductor compiles the surrounding ops; the op runs the interpreted kernels)."""
+    x, r, w, b, rm, rv = make_inputs((2, 3, 3, 3), dtype=torch.float32)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b, r)]
+    rm_c, rv_c = rm.clone(), rv.clone()
+    compiled = torch.compile(_block, fullgraph=True, backend="inductor")
+    y = compiled(leaves[0], leaves[1], leaves[2], rm_c, rv_c, leaves[3])
+    y.sum().backward()
+    eager = [t.clone().requires_grad_() for t in (x, w, b, r)]
+    rm_e, rv_e = rm.clone(), rv.clone()
+    y_e = _block(eager[0], eager[1], eager[2], rm_e, rv_e, eager[3])
+    y_e.sum().backward()
+    torch.testing.assert_close(y, y_e)
+    torch.testing.assert_close(rm_c, rm_e)
+    torch.testing.assert_close(rv_c, rv_e)
+    for a, e in zip(leaves, eager):
+        torch.testing.assert_close(a.grad, e.grad)
+
+
+def test_export():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(3, eps=EPS)
+
+        def forward(self, x, r):
+            bn = self.bn
+            return K.bn_act(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, r,
+                            training=False, momentum=0.1, eps=EPS, relu=True, kernels="triton")
+
+    m = Block().eval()
+    x, r = make_inputs((2, 3, 3, 3), dtype=torch.float32)[:2]
+    ep = torch.export.export(m, (x, r))
+    assert "resdsl.bn_act_fwd" in str(ep.graph)
+    torch.testing.assert_close(ep.module()(x, r), m(x, r))
