@@ -26,6 +26,8 @@ Descriptions (all frozen dataclasses, usable as hypothesis values):
 
 Strategies:
   `specs(**options)`           valid `NetSpec`s (see its docstring for the options).
+  `nets(family)`               valid `NetSpec`s of one family (FAMILIES): mixed, plain,
+                               pre-activation, original units.
   `block_defs(name)`           generated block definitions (shortcut chosen by the caller).
   `invalid_specs(variations)`  `InvalidSpec`s; `INVALID_VARIATIONS` maps variation -> code.
   `mutated_texts()`            valid texts damaged at random (for "only ResdslError" tests).
@@ -809,12 +811,15 @@ def stems(draw) -> tuple[Layer, ...]:
     return tuple(layers)
 
 
+HEAD_FORMS = ("pool_fc", "pool_fc", "preact", "flatten", "dropout", "flatten_dropout",
+              "flatten_only")
+
+
 @st.composite
-def heads(draw, allow_none: bool = True) -> tuple[Layer, ...]:
+def heads(draw, allow_none: bool = True, forms: tuple[str, ...] = HEAD_FORMS
+          ) -> tuple[Layer, ...]:
     """avgpool + fc, optionally after bn + relu, with flatten / dropout between; or nothing."""
-    form = draw(st.sampled_from(["pool_fc", "pool_fc", "preact", "flatten", "dropout",
-                                 "flatten_dropout", "flatten_only"]
-                                + (["none"] if allow_none else [])))
+    form = draw(st.sampled_from(list(forms) + (["none"] if allow_none else [])))
     if form == "none":
         return ()
     labels = draw(st.booleans())
@@ -832,10 +837,12 @@ def heads(draw, allow_none: bool = True) -> tuple[Layer, ...]:
 
 
 @st.composite
-def block_defs(draw, name: str, shortcut: str = "projection") -> BlockDef:
-    """A generated block definition named `name`, with the given shortcut kind."""
+def block_defs(draw, name: str, shortcut: str = "projection",
+               orderings: tuple[str, ...] = ORDERINGS) -> BlockDef:
+    """A generated block definition named `name`, with the given shortcut kind and one of
+    the given unit orderings."""
     kind = draw(st.sampled_from(["basic", "bottleneck"]))
-    ordering = draw(st.sampled_from(ORDERINGS))
+    ordering = draw(st.sampled_from(orderings))
     b = BlockDef(
         name=name, kind=kind, ordering=ordering, shortcut=shortcut,
         stride_on=draw(st.sampled_from(["3x3", "1x1"])) if kind == "bottleneck" else "3x3",
@@ -874,15 +881,19 @@ def _valid(spec: NetSpec) -> bool:
 @st.composite
 def specs(draw, min_stages: int = 1, max_stages: int = 4, max_blocks: int = 3,
           std: bool = True, loose: bool = True, head: bool = True,
-          shortcuts: tuple[str, ...] = SHORTCUTS) -> NetSpec:
+          shortcuts: tuple[str, ...] = SHORTCUTS, orderings: tuple[str, ...] = ORDERINGS,
+          head_forms: tuple[str, ...] = HEAD_FORMS) -> NetSpec:
     """Valid network specs.
 
     min_stages / max_stages / max_blocks  the stage structure (1-4 stages of 1-3 blocks)
     std        allow blocks from std.res (`use std`; slower to check: std.res is parsed)
     loose      allow loose layers and blocks used as statements between the stages
     head       allow a head (else the output is the last feature map)
-    shortcuts  the shortcut kinds generated blocks may use
+    shortcuts  the shortcut kinds blocks may use (std blocks included)
+    orderings  the unit orderings (ORDERINGS) blocks may use (std blocks included)
+    head_forms the head layouts to draw from (HEAD_FORMS)
     """
+    kinds = dict(shortcuts=shortcuts, orderings=orderings)
     inp = draw(input_shapes())
     items: list[Item] = []
     stem = draw(stems())
@@ -897,31 +908,34 @@ def specs(draw, min_stages: int = 1, max_stages: int = 4, max_blocks: int = 3,
     n_stages = draw(st.integers(min_stages, max_stages))
     for i in range(n_stages):
         if loose and draw(st.integers(0, 5)) == 0:
-            spec = _add_loose(draw, spec, defs, shortcuts)
+            spec = _add_loose(draw, spec, defs, kinds)
         stride = draw(st.sampled_from([1, 2])) if i else draw(st.sampled_from([1, 1, 2]))
-        stage = _draw_stage(draw, spec, defs, f"layer{i + 1}", stride, max_blocks, std,
-                            shortcuts)
+        stage = _draw_stage(draw, spec, defs, f"layer{i + 1}", stride, max_blocks, std, kinds)
         spec = replace(spec, items=spec.items + (stage,))
         if not stage.block.std and stage.block not in defs:
             defs.append(stage.block)
     if loose and draw(st.integers(0, 5)) == 0:
-        spec = _add_loose(draw, spec, defs, shortcuts)
+        spec = _add_loose(draw, spec, defs, kinds)
     if head:
-        h = draw(heads())
+        h = draw(heads(forms=head_forms))
         if h:
             spec = replace(spec, items=spec.items + (Head(h),))
     assume(_valid(spec))
     return spec
 
 
+def _fits(b: BlockDef, kinds: dict) -> bool:
+    return b.shortcut in kinds["shortcuts"] and b.ordering in kinds["orderings"]
+
+
 def _draw_stage(draw, spec: NetSpec, defs: list[BlockDef], name: str, stride: int,
-                max_blocks: int, std: bool, shortcuts) -> Stage:
+                max_blocks: int, std: bool, kinds: dict) -> Stage:
     count = draw(st.integers(1, max_blocks))
     channels = spec.expect().output_shape[0]
     source = draw(st.sampled_from(["new", "new", "new", "reuse", "std"]))
-    if source == "std" and std:
-        name_std = draw(st.sampled_from(sorted(STD_BLOCKS)))
-        b = STD_BLOCKS[name_std]
+    std_names = sorted(k for k, b in STD_BLOCKS.items() if _fits(b, kinds))
+    if source == "std" and std and std_names:
+        b = STD_BLOCKS[draw(st.sampled_from(std_names))]
         args = draw(block_args(b, stride, channels))
         stage = Stage(name, b, count, args)
         if _valid(replace(spec, items=spec.items + (stage,))):
@@ -932,16 +946,35 @@ def _draw_stage(draw, spec: NetSpec, defs: list[BlockDef], name: str, stride: in
         stage = Stage(name, b, count, args)
         if _valid(replace(spec, items=spec.items + (stage,))):
             return stage
-    b = draw(block_defs(_fresh_name(spec, defs)))
+    b = draw(block_defs(_fresh_name(spec, defs), orderings=kinds["orderings"]))
     args = draw(block_args(b, stride, channels))
-    kinds = [k for k in shortcuts
-             if _valid(replace(spec, items=spec.items + (Stage(name, replace(b, shortcut=k),
-                                                                  count, args),)))]
-    assume(kinds)
-    b = replace(b, shortcut=draw(st.sampled_from(kinds)))
+    fitting = [k for k in kinds["shortcuts"]
+               if _valid(replace(spec, items=spec.items + (Stage(name, replace(b, shortcut=k),
+                                                                    count, args),)))]
+    assume(fitting)
+    b = replace(b, shortcut=draw(st.sampled_from(fitting)))
     if b.shortcut == "none":
         b = replace(b, merge_line=False)
     return Stage(name, b, count, args)
+
+
+FAMILIES = ("mixed", "plain", "preact", "original")
+
+
+@st.composite
+def nets(draw, family: Optional[str] = None, **options) -> NetSpec:
+    """Valid specs of one family: `mixed` (anything `specs` makes), `plain` (no shortcuts:
+    the paper's plain nets), `preact` (full pre-activation units, bn + relu in the head) or
+    `original` (the 2015 unit with every shortcut kind but none); `options` go to `specs`."""
+    family = family or draw(st.sampled_from(FAMILIES))
+    kw: dict = {"mixed": {},
+                "plain": dict(shortcuts=("none",), orderings=("original",)),
+                "preact": dict(orderings=("full_preact",), head_forms=("preact",),
+                               shortcuts=tuple(k for k in SHORTCUTS if k != "none")),
+                "original": dict(orderings=("original",),
+                                 shortcuts=tuple(k for k in SHORTCUTS if k != "none")),
+                }[family]
+    return draw(specs(**{**kw, **options}))
 
 
 def _fresh_name(spec: NetSpec, defs: list[BlockDef]) -> str:
@@ -950,7 +983,7 @@ def _fresh_name(spec: NetSpec, defs: list[BlockDef]) -> str:
 
 
 @st.composite
-def _loose_item(draw, spec: NetSpec, defs: list[BlockDef], shortcuts) -> Item:
+def _loose_item(draw, spec: NetSpec, defs: list[BlockDef], kinds: dict) -> Item:
     form = draw(st.sampled_from(["relu", "bn", "dropout", "conv", "pool", "block"]))
     if form == "relu":
         return Loose(ReLU())
@@ -965,15 +998,16 @@ def _loose_item(draw, spec: NetSpec, defs: list[BlockDef], shortcuts) -> Item:
                                            AvgPool((3, 3), (2, 2), ceil_mode=True),
                                            AvgPool((3, 3), (2, 2), (1, 1), False, False)])))
     b = defs[-1] if defs and draw(st.booleans()) else draw(
-        block_defs(_fresh_name(spec, defs), draw(st.sampled_from(shortcuts))))
+        block_defs(_fresh_name(spec, defs), draw(st.sampled_from(kinds["shortcuts"])),
+                   kinds["orderings"]))
     if b.shortcut == "none":
         b = replace(b, merge_line=False)
     return LooseBlock(b, draw(block_args(b, draw(st.sampled_from([1, 2])))),
                       draw(st.sampled_from([None, None, "extra"])))
 
 
-def _add_loose(draw, spec: NetSpec, defs: list[BlockDef], shortcuts) -> NetSpec:
-    item = draw(_loose_item(spec, defs, shortcuts))
+def _add_loose(draw, spec: NetSpec, defs: list[BlockDef], kinds: dict) -> NetSpec:
+    item = draw(_loose_item(spec, defs, kinds))
     new = replace(spec, items=spec.items + (item,))
     if _label_clash(new) or not _valid(new):
         return spec
