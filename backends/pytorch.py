@@ -21,6 +21,7 @@ import networkx as nx
 
 from resdsl.elaborate import BlockNode, GroupNode, LayerNode, NetNode, Node, StageNode
 from resdsl.errors import SpecNameError
+from resdsl.fuse import merge_node
 
 HEADER = '''"""{title}
 
@@ -32,7 +33,8 @@ from torch import nn
 
 # Names the generated module-level code uses itself.
 _TAKEN = {"torch", "nn", "F", "PadShortcut", "projection", "avg_down", "init_weights",
-          "OrderedDict", "Optional"}
+          "OrderedDict", "Optional", "BatchNormAct2d"}
+KERNELS = ("auto", "triton", "torch")
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,6 +129,12 @@ def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset
         extra = "".join(f", {k}={_num(a[k])}" for k, dflt in (("eps", 1e-5), ("momentum", 0.1))
                         if a[k] != dflt)
         return Ctor(f"nn.BatchNorm2d({slot('c', d['shape'][0])}{extra})", s)
+    if op == "bn_act":  # bn with the relu / residual add it absorbed (resdsl/fuse.py)
+        extra = "".join(f", {k}={_num(a[k])}" for k, dflt in (("eps", 1e-5), ("momentum", 0.1))
+                        if a[k] != dflt)
+        extra += ", relu=True" if a["relu"] else ""
+        extra += f', residual_at="{a["residual_at"]}"' if a["residual_at"] else ""
+        return Ctor(f"BatchNormAct2d({slot('c', d['shape'][0])}{extra})", s)
     if op == "relu":
         return Ctor(f"nn.ReLU(inplace={_num(_inplace_ok(g, v, keep))})")
     if op == "maxpool":
@@ -158,8 +166,10 @@ def _inplace_ok(g: nx.DiGraph, v: str, keep: frozenset[str] = frozenset()) -> bo
 
 
 def _needs_flatten(g: nx.DiGraph, v: str) -> bool:
+    if g.nodes[v]["op"] != "fc":
+        return False
     (u,) = g.predecessors(v)
-    return g.nodes[v]["op"] == "fc" and len(g.nodes[u]["shape"]) == 3
+    return len(g.nodes[u]["shape"]) == 3
 
 
 def shortcut_ctor(g: nx.DiGraph, b: BlockNode, key: str) -> Ctor | None:
@@ -168,7 +178,7 @@ def shortcut_ctor(g: nx.DiGraph, b: BlockNode, key: str) -> Ctor | None:
     sc = b.shortcut
     if sc is None or sc.kind == "none":
         return None
-    kind = g.edges[_shortcut_source(g, b), f"{b.path}.add"].get("shortcut")
+    kind = g.edges[_shortcut_source(g, b), merge_node(g, b.path)].get("shortcut")
     if kind == "identity":
         return None
     if kind == "pad":
@@ -201,8 +211,8 @@ def shortcut_expr(g: nx.DiGraph, b: BlockNode) -> str | None:
 
 
 def _shortcut_source(g: nx.DiGraph, b: BlockNode) -> str:
-    return next(u for u in g.predecessors(f"{b.path}.add")
-                if g.edges[u, f"{b.path}.add"].get("port") == 1)
+    merge = merge_node(g, b.path)
+    return next(u for u in g.predecessors(merge) if g.edges[u, merge].get("port") == 1)
 
 
 # ---- block classes -------------------------------------------------------------------------
@@ -216,6 +226,7 @@ class Step:
     ctor: Ctor | None = None
     flatten: bool = False
     block: BlockNode | None = None
+    residual: bool = False  # a fused BN that also takes the shortcut's value
 
 
 def block_steps(g: nx.DiGraph, b: BlockNode) -> tuple[list[Step], list[Step], list[Step]]:
@@ -223,9 +234,10 @@ def block_steps(g: nx.DiGraph, b: BlockNode) -> tuple[list[Step], list[Step], li
     def steps(nodes: list[Node] | None) -> list[Step]:
         out = []
         for n in nodes or []:
-            if isinstance(n, LayerNode):
+            if isinstance(n, LayerNode) and n.path in g:  # (not absorbed by a fused BN)
+                at = g.nodes[n.path]["attrs"].get("residual_at")
                 out.append(Step("layer", n.name, layer_ctor(g, n.path, n.name),
-                                _needs_flatten(g, n.path)))
+                                _needs_flatten(g, n.path), residual=at is not None))
             elif isinstance(n, BlockNode):
                 out.append(Step("block", n.name, block=n))
         return out
@@ -249,6 +261,7 @@ class Emitter:
         self.of: dict[str, BlockClass] = {}
         self.used_names = set(_TAKEN) | set(dir(builtins)) | set(keyword.kwlist)
         self.needs: set[str] = set()
+        self.kernels: str | None = None
 
     # -- naming
     def class_name(self, base: str) -> str:
@@ -401,28 +414,33 @@ class Emitter:
         out = [self.call(s, "x") for s in pre]
         if res is None or (not res and not with_sc):
             return out + [self.call(s, "x") for s in post] + ["return x"]
-        out += [self.call(s, "out", "x" if i == 0 else "out") for i, s in enumerate(res)]
+        if sc_kinds == {True}:
+            identity = ["identity = self.downsample(x)"]
+        elif sc_kinds == {False}:
+            identity = ["identity = x"]
+        else:
+            identity = ["identity = x if self.downsample is None else self.downsample(x)"]
+        identity = identity if with_sc else []
+        for i, s in enumerate(res):  # a fused BN that adds the shortcut takes it as it runs
+            out += (identity if s.residual else []) + [self.call(s, "out", "x" if i == 0
+                                                                 else "out")]
         if not res:
             out.append("out = x")
-        if with_sc:
-            if sc_kinds == {True}:
-                out.append("identity = self.downsample(x)")
-            elif sc_kinds == {False}:
-                out.append("identity = x")
-            else:
-                out.append("identity = x if self.downsample is None else self.downsample(x)")
+        if with_sc and not any(s.residual for s in res + post):
             last = res[-1].ctor.template if res and res[-1].ctor else ""
             # in place, as torchvision does, where the branch ends in a conv or bn (whose
             # output no backward needs); else a new tensor
             inplace = last.startswith(("nn.BatchNorm2d", "nn.Conv2d"))
-            out.append("out += identity" if inplace else "out = out + identity")
-        out += [self.call(s, "out") for s in post]
+            out += identity + ["out += identity" if inplace else "out = out + identity"]
+        for s in post:
+            out += (identity if s.residual else []) + [self.call(s, "out")]
         return out + ["return out"]
 
     def call(self, s: Step, var: str, src: str | None = None) -> str:
         src = src or var
         lines = f"{src} = torch.flatten({src}, 1)\n" if s.flatten else ""
-        return f"{lines}{var} = {_get('self', s.name)}({src})".replace("\n", "\n        ")
+        args = f"{src}, identity" if s.residual else src
+        return f"{lines}{var} = {_get('self', s.name)}({args})".replace("\n", "\n        ")
 
     def block_ctor(self, b: BlockNode, key: str) -> Ctor:
         """A block's constructor call, its class's parameters and its shortcut as slots: at
@@ -454,6 +472,8 @@ class Emitter:
         kept = frozenset(v for attr, item in tops if features and attr in features
                          for v in [self.output_node(item)])
         for attr, item in tops:
+            if isinstance(item, LayerNode) and item.path not in self.g:
+                continue  # absorbed by a fused BN
             if isinstance(item, StageNode):
                 blocks = ",\n            ".join(self.instance_expr(b) for b in item.blocks)
                 init.append(_set(attr, f"nn.Sequential(\n            {blocks},\n        )"))
@@ -472,10 +492,14 @@ class Emitter:
                     break
         lines = [f"class {name}(nn.Module):",
                  f'    """network {self.net.name}: input {"x".join(map(str, self.g.graph["input"]))}"""',
-                 "", "    def __init__(self, zero_init_residual: bool = False):",
+                 "", f"    def __init__(self, zero_init_residual: bool = False{self.kernels_arg()}):",
                  "        super().__init__()"]
         lines += ["        " + x.replace("\n", "\n") for x in init]
         lines.append("        init_weights(self, zero_init_residual)")
+        if "BatchNormAct2d" in self.needs:
+            lines += ["        for m in self.modules():  # the fused BNs' kernels",
+                      "            if isinstance(m, BatchNormAct2d):",
+                      "                m.kernels = kernels"]
         lines += ["", "    def forward(self, x: torch.Tensor):"]
         if features:
             lines.append("        features = []")
@@ -488,6 +512,13 @@ class Emitter:
         if isinstance(item, LayerNode):
             return item.path
         return [v for v in self.g.nodes if v.startswith(item.path + ".")][-1]
+
+    def kernels_arg(self) -> str:
+        """The network's `kernels` parameter where it has fused BNs: "auto" (Triton on CUDA
+        tensors), "triton", "torch", or None for $RESDSL_KERNELS at run time."""
+        if "BatchNormAct2d" not in self.needs:
+            return ""
+        return f", kernels: str | None = {self.kernels and repr(self.kernels)}"
 
     def top_level(self) -> list[tuple[str, Node]]:
         out: list[tuple[str, Node]] = []
@@ -513,6 +544,8 @@ class Emitter:
 
     def source(self, features: list[str] | None = None, standalone: bool = False) -> str:
         self.check_names()
+        if any(d["op"] == "bn_act" for _, d in self.g.nodes(data=True)):
+            self.needs.add("BatchNormAct2d")
         for b in _all_blocks(self.net):
             self.collect(b)
         for cls in self.classes.values():
@@ -580,10 +613,14 @@ def _runtime_source() -> str:
 
 
 def emit(net: NetNode, g: nx.DiGraph, source: str = "<spec>", features: list[str] | None = None,
-         standalone: bool = False) -> tuple[str, str]:
-    """(Python source, name of the network class) for an elaborated, shaped network."""
+         standalone: bool = False, kernels: str | None = None) -> tuple[str, str]:
+    """(Python source, name of the network class) for an elaborated, shaped network (fused
+    or not); `kernels` is the default of the network's `kernels` parameter."""
     from resdsl import __version__
+    if kernels not in (None, *KERNELS):
+        raise ValueError(f"kernels must be one of {', '.join(KERNELS)} or None, got {kernels!r}")
     e = Emitter(net, g, source, __version__)
+    e.kernels = kernels
     text = e.source(features, standalone)
     return text, e.network_class
 

@@ -12,7 +12,7 @@ from .elaborate import MAX_LAYERS, concrete_networks
 from .errors import SpecNameError
 from .graph import MAX_MACS, MAX_PARAMS
 from .loader import Program, load, load_text
-from .pipeline import check_program
+from .pipeline import check_program, lower
 
 
 def _program(spec: str | Path, allow_any_path: bool = False) -> Program:
@@ -36,33 +36,40 @@ def _one(program: Program, network: str | None) -> str:
 
 def emit_python(spec: str | Path, network: str | None = None, *,
                 features: list[str] | None = None, input_shape: tuple[int, int, int] | None = None,
-                standalone: bool = False, max_layers: int = MAX_LAYERS,
-                max_params: int = MAX_PARAMS, max_macs: int = MAX_MACS,
-                allow_any_path: bool = False, **overrides: Any) -> tuple[str, str, Any]:
-    """(source, network class name, graph IR) of one network of a spec."""
+                standalone: bool = False, max_layers: int = MAX_LAYERS, fuse: bool = True,
+                kernels: str | None = None, max_params: int = MAX_PARAMS,
+                max_macs: int = MAX_MACS, allow_any_path: bool = False,
+                **overrides: Any) -> tuple[str, str, Any]:
+    """(source, network class name, graph IR as compiled: fused unless `fuse` is False) of
+    one network of a spec; `kernels` is the fused BNs' default (see BatchNormAct2d)."""
     from .backends.pytorch import emit
 
     program = _program(spec, allow_any_path)
     name = _one(program, network)
     checked = check_program(program, [name], overrides or None, max_layers, input_shape,
                             max_params, max_macs)
-    net, g = checked.networks[name], checked.graphs[name]
-    source, cls = emit(net, g, str(program.root.module.file), features, standalone)
+    net = checked.networks[name]
+    g = lower(checked.graphs[name], fuse=fuse, keep=features or ())
+    source, cls = emit(net, g, str(program.root.module.file), features, standalone, kernels)
     return source, cls, g
 
 
 def build(spec: str | Path, network: str | None = None, *, features: list[str] | None = None,
           input_shape: tuple[int, int, int] | None = None, zero_init_residual: bool = False,
-          max_layers: int = MAX_LAYERS, max_params: int = MAX_PARAMS,
-          max_macs: int = MAX_MACS, allow_any_path: bool = False, **overrides: Any):
+          max_layers: int = MAX_LAYERS, fuse: bool = True, kernels: str | None = None,
+          max_params: int = MAX_PARAMS, max_macs: int = MAX_MACS, allow_any_path: bool = False,
+          **overrides: Any):
     """Compile a network of a spec (a path or the text itself) to an `nn.Module`.
 
     `overrides` set the network's parameters (`num_classes=10`); `features` names top-level
-    layers or stages whose outputs `forward` returns as a list instead of the logits."""
+    layers or stages whose outputs `forward` returns as a list instead of the logits; `fuse`
+    runs the fusion pass (docs/passes.md); `kernels` ("auto", "triton", "torch"; None:
+    $RESDSL_KERNELS) picks the fused BNs' implementation."""
     from .backends.pytorch import instantiate
 
     source, cls, g = emit_python(spec, network, features=features, input_shape=input_shape,
-                                 max_layers=max_layers, max_params=max_params,
+                                 max_layers=max_layers, fuse=fuse, kernels=kernels,
+                                 max_params=max_params,
                                  max_macs=max_macs, allow_any_path=allow_any_path,
                                  **overrides)
     model = instantiate(source, cls, f"<resdsl {g.graph['name']}>", zero_init_residual)

@@ -241,21 +241,30 @@ def summary(file: str, network: str | None, input_text: str | None, max_layers: 
 @click.option("--features", metavar="NAMES", default=None,
               help="Comma-separated stages or top-level layers whose outputs forward returns "
                    "(e.g. layer2,layer4).")
+@click.option("--no-fuse", is_flag=True,
+              help="Keep bn, relu and add apart (no fusion pass; docs/passes.md).")
+@click.option("--kernels", type=click.Choice(["auto", "triton", "torch"]), default=None,
+              help="Fused BN kernels: Triton on CUDA tensors (auto), always, or PyTorch ops "
+                   "[default: $RESDSL_KERNELS at run time, else auto].")
 def compile_(file: str, network: str | None, input_text: str | None, max_layers: int | None,
              emit: str, output: str, standalone: bool, features: str | None,
-             **limits) -> None:
+             no_fuse: bool, kernels: str | None, **limits) -> None:
     """Compile a network of a spec file: Python source of its nn.Module (default), the graph
-    IR as text or JSON, a summary table, or ONNX. A one-line summary goes to stderr."""
+    IR as text or JSON (fused unless --no-fuse), a summary table, or ONNX. A one-line summary
+    goes to stderr."""
     from . import ir
     from .graph import totals
+    from .pipeline import lower
 
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
 
     def run() -> int:
         result = _select(file, network, input_text, max_layers, **limits)
         name, g = next(iter(result.graphs.items()))
+        if emit != "summary":   # the summary reports the spec's own graph (same numbers)
+            g = result.graphs[name] = lower(g, fuse=not no_fuse, keep=feats or ())
         if emit in ("python", "onnx"):
-            text = _python(result, name, feats, standalone)
+            text = _python(result, name, feats, standalone, kernels)
             if emit == "onnx":
                 if output == "-":
                     raise click.UsageError("--emit onnx needs a file: -o model.onnx")
@@ -281,11 +290,11 @@ def compile_(file: str, network: str | None, input_text: str | None, max_layers:
     sys.exit(guarded(run))
 
 
-def _python(result, name: str, features, standalone: bool) -> str:
+def _python(result, name: str, features, standalone: bool, kernels: str | None = None) -> str:
     from .backends.pytorch import emit
 
     return emit(result.networks[name], result.graphs[name], str(result.program.root.module.file),
-                features, standalone)[0]
+                features, standalone, kernels)[0]
 
 
 def _onnx(source: str, g, path: str) -> None:

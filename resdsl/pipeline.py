@@ -1,6 +1,9 @@
-"""The one function that chains the stages: load -> check -> elaborate -> graph (shapes).
+"""The one function that chains the stages: load -> check -> elaborate -> graph (shapes),
+and `lower`, the passes between the graph and a backend.
 
 Every command goes through here, so `check` validates exactly what `compile` would build.
+`check` and `summary` report the graph as the spec writes it; `compile` and `resdsl.build`
+lower it first (fusion), which changes no shape or count.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import networkx as nx
 from .check import check_scope
 from .elaborate import MAX_LAYERS, NetNode, Value, concrete_networks, elaborate
 from .errors import Collector, ResdslError
+from .fuse import fuse as fuse_pass
 from .graph import MAX_MACS, MAX_PARAMS, build_graph, check_costs
 from .loader import Program, load, load_text
 
@@ -73,3 +77,12 @@ def check_text(text: str, file: str = "<string>", allow_any_path: bool = False,
     """Check spec text; `use "path"` resolves against the folder of `file` (a real path), or
     the current folder for `<string>`."""
     return check_program(load_text(text, file, allow_any_path=allow_any_path), **kw)
+
+
+def lower(g: nx.DiGraph, *, fuse: bool = True, keep: list[str] | tuple[str, ...] = ()
+          ) -> nx.DiGraph:
+    """The graph a backend compiles: `g` after the passes (resdsl/fuse.py unless `fuse` is
+    False); `keep` names nodes whose own output must survive (requested features)."""
+    if fuse:
+        g, _ = fuse_pass(g, keep)
+    return g

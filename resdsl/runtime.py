@@ -5,6 +5,7 @@ generated file stays readable and runs with only torch installed.
 """
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
@@ -94,13 +95,12 @@ def bn_act(x, weight, bias, running_mean, running_var, residual=None, *, trainin
 def _triton_bn_act(required: bool):
     """resdsl's fused kernels, or None where they cannot be imported (a standalone file on a
     machine without resdsl or triton) and PyTorch ops will do."""
-    try:
-        from resdsl.backends.bn_act import bn_act as fused
+    try:  # by name: a standalone file must not need resdsl
+        return importlib.import_module("resdsl.backends.bn_act").bn_act
     except ImportError:
         if required:
             raise
         return None
-    return fused
 
 
 def projection(in_channels: int, out_channels: int, stride: int | tuple[int, int]) -> nn.Sequential:

@@ -347,7 +347,7 @@ def test_hostile_names_build_run_and_stay_names():
     assert cls == "Import"
 
     torch.manual_seed(0)
-    model = resdsl.build(HOSTILE)
+    model = resdsl.build(HOSTILE, fuse=False)  # every layer its own module (fused: test_fuse)
     names = {k for k, _ in model.named_modules()}
     for expect in ("True", "features", "super", "if.0.def", "if.0.lambda", "if.0.self",
                    "if.0.None", "if.0.return", "if.0._x", "for.0.downsample.0", "torch.0.x",
