@@ -184,11 +184,19 @@ SHAPES = [
     pytest.param((5, 7), None, id="2d"),
     pytest.param((2, 3, 4, 5), NON_CONTIGUOUS, id="non-contiguous"),
 ]
+# every (residual position, relu) pair on the two main layouts; three pairs on the other shapes
+# (each case costs ~0.5 s in the interpreter)
+def _case(shape, at, relu):
+    return pytest.param(*shape.values, at, relu, id=f"{shape.id}-{at}-{'relu' if relu else 'id'}")
 
 
-@pytest.mark.parametrize("at", POSITIONS)
-@pytest.mark.parametrize("relu", [True, False])
-@pytest.mark.parametrize("shape,layout", SHAPES)
+CASES = ([_case(shape, at, relu) for shape in SHAPES[:2] for at in POSITIONS
+          for relu in (True, False)]
+         + [_case(shape, at, relu) for shape in SHAPES[2:]
+            for at, relu in (("mid", True), ("pre", True), ("post", False))])
+
+
+@pytest.mark.parametrize("shape,layout,at,relu", CASES)
 def test_training_matches_pytorch(shape, layout, at, relu, small_tiles):
     """Output, running stats (momentum 0.3) and all grads, float32 kernels vs float64 modules."""
     ours, ref = run_both(shape, at=at, relu=relu, training=True, layout=layout, momentum=0.3)
@@ -236,8 +244,9 @@ def test_cumulative_momentum_resolved_by_caller(small_tiles):
 
 # ---------------------------------------------------------------- precision
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
-@pytest.mark.parametrize("at", ["mid", "pre", "post"])
+@pytest.mark.parametrize("dtype,tol,at", [(torch.float16, 2e-3, "mid"),
+                                          (torch.bfloat16, 1.6e-2, "mid"),
+                                          (torch.bfloat16, 1.6e-2, "pre")])
 def test_half_precision(dtype, tol, at, small_tiles):
     """fp16/bf16 activations with float32 weight and running stats (as under autocast).
 
@@ -277,7 +286,7 @@ def test_fp16_overflow_prone(small_tiles):
 @pytest.mark.parametrize("at", POSITIONS)
 def test_gradcheck_float64(at, small_tiles):
     """float64 inputs compute in float64 in the kernels, so finite differences are meaningful."""
-    x, r, w, b, rm, rv = make_inputs((3, 2, 2, 3))
+    x, r, w, b, rm, rv = make_inputs((2, 2, 2, 3))
     leaves = [t.clone().requires_grad_() for t in (x, r, w, b)]
 
     def f(x, r, w, b):
@@ -293,7 +302,7 @@ def test_gradcheck_float64(at, small_tiles):
 def test_deterministic(small_tiles):
     """Same inputs, bitwise-identical outputs, statistics and grads (no atomics)."""
     def once():
-        ours, _ = run_both((5, 6, 3, 3), at="mid", relu=True, training=True, seed=3)
+        ours, _ = run_both((5, 3, 3, 3), at="mid", relu=True, training=True, seed=3)
         return ours
 
     a, b = once(), once()
@@ -302,7 +311,7 @@ def test_deterministic(small_tiles):
 
 
 def test_torch_path_equals_triton_path(small_tiles):
-    for at in POSITIONS:
+    for at in ("mid", "pre"):
         ours, _ = run_both((3, 5, 3, 3), at=at, relu=True, training=True)
         theirs, _ = run_both((3, 5, 3, 3), at=at, relu=True, training=True, kernels="torch")
         for key in ours:
@@ -370,8 +379,7 @@ def test_opcheck():
     """Schema, fake (meta) impl, autograd registration and AOT dispatch of the custom op."""
     if not hasattr(torch.library, "opcheck"):
         pytest.skip("torch.library.opcheck needs torch >= 2.4")
-    for at in ("mid", "pre"):
-        torch.library.opcheck(torch.ops.resdsl.bn_act_fwd.default, _fwd_args(at))
+    torch.library.opcheck(torch.ops.resdsl.bn_act_fwd.default, _fwd_args("mid"))
 
 
 def _block(x, w, b, rm, rv, r):
