@@ -228,16 +228,18 @@ def _name_span(c: n.Call) -> Span:
 
 
 def _recursion(scope: Scope, errors: Collector) -> None:
-    """A block that uses itself, directly or through others, would never finish expanding."""
+    """A block that uses itself, directly or through others, would never finish expanding.
+    One depth-first walk (linear in the uses; every cycle has a back edge), reporting each
+    cycle found once."""
     graph: dict[str, list[tuple[str, Span]]] = {}
     for item in scope.module.items:
         if isinstance(item, n.BlockDef):
             graph[item.name] = list(_block_uses(item, scope))
     reported: set[frozenset] = set()
-    for start in graph:
-        path = _cycle(graph, start)
-        if path and frozenset(name for name, _ in path) not in reported:
-            reported.add(frozenset(name for name, _ in path))
+    for start, path in _back_edges(graph):
+        names = frozenset(name for name, _ in path)
+        if names not in reported:
+            reported.add(names)
             chain = " -> ".join([start] + [name for name, _ in path])
             errors.add(SpecNameError(f"block '{start}' uses itself: {chain}", path[0][1],
                                      "a block cannot contain itself", code="E205"))
@@ -258,17 +260,30 @@ def _block_uses(d: n.BlockDef, scope: Scope):
                 yield st.kind, st.span
 
 
-def _cycle(graph: dict[str, list[tuple[str, Span]]], start: str):
-    """A path of (block, span) edges from start back to start, if there is one."""
-    stack = [(start, [])]
-    seen = set()
-    while stack:
-        node, path = stack.pop()
-        for nxt, span in graph.get(node, ()):
-            if nxt == start:
-                return path + [(nxt, span)]
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append((nxt, path + [(nxt, span)]))
-    return None
-
+def _back_edges(graph: dict[str, list[tuple[str, Span]]]):
+    """For each back edge of a depth-first walk: (block, the (block, span) edges from it
+    back to itself). Iterative, so a long chain of blocks costs no recursion."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    for root in graph:
+        if root in state:
+            continue
+        state[root] = 1
+        path: list[tuple[str, Span | None]] = [(root, None)]
+        where = {root: 0}
+        todo = [iter(graph[root])]
+        while todo:
+            step = next(todo[-1], None)
+            if step is None:
+                todo.pop()
+                name, _ = path.pop()
+                del where[name]
+                state[name] = 2
+                continue
+            nxt, span = step
+            if state.get(nxt) == 1:
+                yield nxt, [e for e in path[where[nxt] + 1:]] + [(nxt, span)]
+            elif nxt not in state and nxt in graph:
+                state[nxt] = 1
+                where[nxt] = len(path)
+                path.append((nxt, span))
+                todo.append(iter(graph[nxt]))

@@ -215,12 +215,14 @@ def check_costs(g: nx.DiGraph, span: Span | None, max_params: int = MAX_PARAMS,
     """E505/E506 when a shaped network needs more parameters or MACs than the limits: checked
     after shape inference, before any backend allocates anything."""
     t = totals(g)
-    for count, limit, what, flag, code in ((t["params"], max_params, "parameters", "params",
-                                            "E505"),
-                                           (t["macs"], max_macs, "multiply-accumulates",
-                                            "macs", "E506")):
-        if count > limit:
-            raise LimitError(f"network '{g.graph['name']}' has {count:,} {what}, more than the "
-                             f"limit of {limit:,}", span,
-                             f"raise the limit with --max-{flag} N (API: max_{flag}=N) if you "
-                             "mean it", code=code)
+    name = g.graph["name"]
+    if t["params"] > max_params:
+        raise LimitError(f"network '{name}' has {t['params']:,} parameters, more than the "
+                         f"limit of {max_params:,}", span,
+                         "raise the limit with --max-params N (API: max_params=N) if you mean "
+                         "it", code="E505")
+    if t["macs"] > max_macs:
+        raise LimitError(f"network '{name}' needs {t['macs']:,} multiply-accumulates per "
+                         f"sample, more than the limit of {max_macs:,}", span,
+                         "raise the limit with --max-macs N (API: max_macs=N) if you mean it",
+                         code="E506")

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Union
 
 from . import nodes as n
-from .errors import Collector, InputError, ResdslError, Span, SpecNameError, did_you_mean
+from .errors import (Collector, InputError, LimitError, ResdslError, Span, SpecNameError,
+                     did_you_mean)
 from .parse import parse
 from .resources import specs_dir
 
 Definition = Union[n.BlockDef, n.NetworkDef, n.NetworkInst, n.Let]
 MAX_FILE_BYTES = 10_000_000
+MAX_USE_DEPTH = 64  # files `use`ing each other in a chain
 
 
 @dataclass
@@ -119,6 +121,9 @@ class Loader:
 
     def load_file(self, path: str, span: Span | None = None) -> Scope:
         key = os.path.realpath(path)
+        if len(self.loading) >= MAX_USE_DEPTH:
+            raise LimitError(f"`use` chain more than {MAX_USE_DEPTH} files deep", span,
+                             "use the files you need directly from the spec", code="E502")
         if key in self.loading:
             chain = " -> ".join(Path(k).name for k in self.loading[self.loading.index(key):])
             raise SpecNameError(f"`use` cycle: {chain} -> {Path(key).name}", span,
