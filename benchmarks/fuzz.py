@@ -16,12 +16,13 @@ reproducible and any single input can be replayed by its index. Kinds of input, 
              nearly valid: 0-2 token edits
 
 Each input is checked as a file beside the bundled specs (so `use std` and `use "resnet.res"`
-resolve), through the same pipeline as `resdsl check`. When it checks, its networks (at most
-two, chosen at random) go through the summary (table and JSON), the IR (text and JSON), the
-PyTorch backend's Python source (compiled with Python's `compile`, not executed) and the
-Graphviz backend's DOT source at a random level; a small random sample of small networks is
-also built as a torch module and run forward, and a fifth of the parseable inputs through
-`fmt` (idempotent, same AST).
+resolve), through the same pipeline as `resdsl check`: the static checks of the whole file,
+then elaboration and shapes of at most two of its networks, chosen at random (a bundled file
+defines up to 14, some of thousands of layers). When it checks, those networks go through the summary (table and JSON), the IR (text and JSON), the
+PyTorch backend's Python source (after the passes, as `resdsl compile` lowers it; compiled
+with Python's `compile`, not executed) and the Graphviz backend's DOT source at a random
+level; a small random sample of small networks is also built as a torch module and run
+forward, and a tenth of the inputs go through `fmt` (idempotent, same AST).
 
 The outcome of an input is `ok`, the code of its first error (`E210@backends` when only a
 backend finds it: the spec checks but does not compile), or a bug: `internal:<Type>@stage`
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from resdsl import ir  # noqa: E402
 from resdsl.backends import draw, summary  # noqa: E402
 from resdsl.backends.pytorch import emit  # noqa: E402
+from resdsl.elaborate import concrete_networks  # noqa: E402
 from resdsl.errors import Renderer, ResdslError  # noqa: E402
 from resdsl.fmt import format_text  # noqa: E402
 from resdsl.graph import totals  # noqa: E402
@@ -254,13 +256,15 @@ def run_one(data: str | bytes, rng: random.Random, stats: Counter) -> str:
     try:
         text = decode(data, FILE) if isinstance(data, bytes) else data
         texts[FILE] = text.count("\n") + 1
-        if rng.random() < 0.2:
+        if rng.random() < 0.1:
             stage = "fmt"
             _fmt(text)
         stage = "check"
-        checked = check_program(load_text(text, FILE, str(SPECS)), max_layers=MAX_LAYERS)
-        names = sorted(checked.graphs)
-        for name in rng.sample(names, min(2, len(names))):
+        program = load_text(text, FILE, str(SPECS))
+        names = concrete_networks(program.root)
+        names = rng.sample(names, 2) if len(names) > 2 else names
+        checked = check_program(program, names, max_layers=MAX_LAYERS)
+        for name in names:
             stage = "backends"
             _backends(checked, name, rng, stats)
         return "ok"
