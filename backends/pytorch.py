@@ -33,7 +33,8 @@ from torch import nn
 
 # Names the generated module-level code uses itself.
 _TAKEN = {"torch", "nn", "F", "PadShortcut", "projection", "avg_down", "init_weights",
-          "OrderedDict", "Optional", "BatchNormAct2d"}
+          "OrderedDict", "Optional", "BatchNormAct2d", "AddAct",
+          "fold_state_dict"}
 KERNELS = ("auto", "triton", "torch")
 
 
@@ -135,6 +136,10 @@ def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset
         extra += ", relu=True" if a["relu"] else ""
         extra += f', residual_at="{a["residual_at"]}"' if a["residual_at"] else ""
         return Ctor(f"BatchNormAct2d({slot('c', d['shape'][0])}{extra})", s)
+    if op == "act":  # a fused BN's relu / residual add, the BN folded away (resdsl/fold.py)
+        if a["residual_at"] is None:
+            return Ctor("nn.ReLU(inplace=True)")  # its input: a conv output nothing else reads
+        return Ctor(f"AddAct(relu={_num(a['relu'])}, residual_at=\"{a['residual_at']}\")")
     if op == "relu":
         return Ctor(f"nn.ReLU(inplace={_num(_inplace_ok(g, v, keep))})")
     if op == "maxpool":
@@ -191,11 +196,12 @@ def shortcut_ctor(g: nx.DiGraph, b: BlockNode, key: str) -> Ctor | None:
         pool = g.nodes.get(f"{sc.path}.0")
         stride = a["stride"] if kind == "projection" else pool["attrs"]["stride"] if pool else 1
         helper = "projection" if kind == "projection" else "avg_down"
-        return Ctor(f"{helper}({{{key}_in}}, {{{key}_out}}, {{{key}_s}})",
+        bn = "" if f"{sc.path}.{1 if kind == 'projection' else 2}" in g else ", bn=False"
+        return Ctor(f"{helper}({{{key}_in}}, {{{key}_out}}, {{{key}_s}}{bn})",
                     {f"{key}_in": a["in_channels"], f"{key}_out": a["out"], f"{key}_s": stride})
     # custom: a Sequential of its own layers, named as the spec named them, as literals
     items = [(n.name, layer_ctor(g, n.path, "x").render({})) for n in sc.body
-             if isinstance(n, LayerNode)]
+             if isinstance(n, LayerNode) and n.path in g]  # (not fused or folded away)
     if all(name == str(i) for i, (name, _) in enumerate(items)):
         text = "nn.Sequential(" + ", ".join(c for _, c in items) + ")"
     else:
@@ -262,6 +268,9 @@ class Emitter:
         self.used_names = set(_TAKEN) | set(dir(builtins)) | set(keyword.kwlist)
         self.needs: set[str] = set()
         self.kernels: str | None = None
+        # the inference network (resdsl/fold.py): conv -> (the BN folded into it, its eps)
+        self.folded = ({v: d["folded"] for v, d in g.nodes(data=True) if d.get("folded")}
+                       if g.graph.get("inference") else None)
 
     # -- naming
     def class_name(self, base: str) -> str:
@@ -301,7 +310,8 @@ class Emitter:
     def zero_init(self, b: BlockNode) -> list[str]:
         nodes = (b.pre or []) + (b.residual or []) + (b.post or [])
         return [n.name for n in nodes if isinstance(n, LayerNode) and n.kind == "bn"
-                and n.attrs.get("zero_init")]
+                and n.attrs.get("zero_init")
+                and n.path in self.g]  # (not folded away)
 
     def assign_params(self, cls: BlockClass) -> None:
         """Slots equal across all instances become literals; the rest constructor parameters,
@@ -496,11 +506,16 @@ class Emitter:
                  "        super().__init__()"]
         lines += ["        " + x.replace("\n", "\n") for x in init]
         lines.append("        init_weights(self, zero_init_residual)")
-        if "BatchNormAct2d" in self.needs:
-            lines += ["        for m in self.modules():  # the fused BNs' kernels",
-                      "            if isinstance(m, BatchNormAct2d):",
+        fused = sorted(self.needs & {"BatchNormAct2d", "AddAct"})
+        if fused:
+            lines += ["        for m in self.modules():  # the fused ops' kernels",
+                      f"            if isinstance(m, {' | '.join(fused)}):",
                       "                m.kernels = kernels"]
+        if self.folded is not None:
+            lines[3:3] = self.from_trained()
         lines += ["", "    def forward(self, x: torch.Tensor):"]
+        if self.folded is not None:
+            lines.append("        x = x.contiguous(memory_format=torch.channels_last)")
         if features:
             lines.append("        features = []")
         lines += ["        " + x for x in fwd]
@@ -513,10 +528,26 @@ class Emitter:
             return item.path
         return [v for v in self.g.nodes if v.startswith(item.path + ".")][-1]
 
+    def from_trained(self) -> list[str]:
+        """The inference network's map of folded BNs and its constructor from trained weights."""
+        self.needs.add("fold_state_dict")
+        items = "".join(f"\n        {c!r}: ({b!r}, {_num(eps)})," for c, (b, eps) in
+                        self.folded.items())
+        return [f"    # conv -> (the BN folded into it, its eps), from `resdsl compile --inference`",
+                f"    FOLDED = {{{items}\n    }}", "",
+                "    @classmethod",
+                "    def from_trained(cls, state_dict, **kwargs):",
+                '        """This network with the weights of a trained one whose BNs are apart '
+                "(resdsl.build's\n        or torchvision's layout): each BN folds into its conv; "
+                'eval mode, channels_last."""',
+                "        model = cls(**kwargs)",
+                "        model.load_state_dict(fold_state_dict(state_dict, cls.FOLDED))",
+                "        return model.eval().to(memory_format=torch.channels_last)", ""]
+
     def kernels_arg(self) -> str:
         """The network's `kernels` parameter where it has fused BNs: "auto" (Triton on CUDA
         tensors), "triton", "torch", or None for $RESDSL_KERNELS at run time."""
-        if "BatchNormAct2d" not in self.needs:
+        if not self.needs & {"BatchNormAct2d", "AddAct"}:
             return ""
         return f", kernels: str | None = {self.kernels and repr(self.kernels)}"
 
@@ -546,6 +577,8 @@ class Emitter:
         self.check_names()
         if any(d["op"] == "bn_act" for _, d in self.g.nodes(data=True)):
             self.needs.add("BatchNormAct2d")
+        if any(d["op"] == "act" and d["attrs"]["residual_at"] for _, d in self.g.nodes(data=True)):
+            self.needs.add("AddAct")
         for b in _all_blocks(self.net):
             self.collect(b)
         for cls in self.classes.values():

@@ -12,3 +12,10 @@ def emit_python(*args, **kwargs):
     """The Python source `build` executes; see `resdsl.api.emit_python`."""
     from .api import emit_python as _emit
     return _emit(*args, **kwargs)
+
+
+def optimize(model):
+    """The inference version of a built model: BNs folded into convs, channels_last, eval;
+    see `resdsl.api.optimize`."""
+    from .api import optimize as _optimize
+    return _optimize(model)

@@ -38,20 +38,28 @@ def emit_python(spec: str | Path, network: str | None = None, *,
                 features: list[str] | None = None, input_shape: tuple[int, int, int] | None = None,
                 standalone: bool = False, max_layers: int = MAX_LAYERS, fuse: bool = True,
                 kernels: str | None = None, max_params: int = MAX_PARAMS,
-                max_macs: int = MAX_MACS, allow_any_path: bool = False,
+                max_macs: int = MAX_MACS, allow_any_path: bool = False, inference: bool = False,
                 **overrides: Any) -> tuple[str, str, Any]:
     """(source, network class name, graph IR as compiled: fused unless `fuse` is False) of
-    one network of a spec; `kernels` is the fused BNs' default (see BatchNormAct2d)."""
+    one network of a spec; `kernels` is the fused BNs' default (see BatchNormAct2d);
+    `inference` folds BNs into convs (the network's `from_trained` loads trained weights)."""
     from .backends.pytorch import emit
 
+    net, g, file = _lowered(spec, network, features, input_shape, max_layers, fuse, max_params,
+                            max_macs, allow_any_path, inference, overrides)
+    source, cls = emit(net, g, file, features, standalone, kernels)
+    return source, cls, g
+
+
+def _lowered(spec, network, features, input_shape, max_layers, fuse, max_params, max_macs,
+             allow_any_path, inference, overrides):
+    """(elaborated network, its graph after the passes, spec file name)."""
     program = _program(spec, allow_any_path)
     name = _one(program, network)
     checked = check_program(program, [name], overrides or None, max_layers, input_shape,
                             max_params, max_macs)
-    net = checked.networks[name]
-    g = lower(checked.graphs[name], fuse=fuse, keep=features or ())
-    source, cls = emit(net, g, str(program.root.module.file), features, standalone, kernels)
-    return source, cls, g
+    g = lower(checked.graphs[name], fuse=fuse, keep=features or (), inference=inference)
+    return checked.networks[name], g, str(program.root.module.file)
 
 
 def build(spec: str | Path, network: str | None = None, *, features: list[str] | None = None,
@@ -65,18 +73,43 @@ def build(spec: str | Path, network: str | None = None, *, features: list[str] |
     layers or stages whose outputs `forward` returns as a list instead of the logits; `fuse`
     runs the fusion pass (docs/passes.md); `kernels` ("auto", "triton", "torch"; None:
     $RESDSL_KERNELS) picks the fused BNs' implementation."""
-    from .backends.pytorch import instantiate
+    from .backends.pytorch import emit, instantiate
 
-    source, cls, g = emit_python(spec, network, features=features, input_shape=input_shape,
-                                 max_layers=max_layers, fuse=fuse, kernels=kernels,
-                                 max_params=max_params,
-                                 max_macs=max_macs, allow_any_path=allow_any_path,
-                                 **overrides)
+    net, g, file = _lowered(spec, network, features, input_shape, max_layers, fuse, max_params,
+                            max_macs, allow_any_path, False, overrides)
+    source, cls = emit(net, g, file, features, False, kernels)
     model = instantiate(source, cls, f"<resdsl {g.graph['name']}>", zero_init_residual)
-    model.resdsl_graph = g
+    model.resdsl_graph, model.resdsl_net = g, net
+    model.resdsl_options = {"features": features, "kernels": kernels, "file": file}
     if features:
         model.feature_info = feature_info(g, features)
     return model
+
+
+def optimize(model):
+    """The inference version of a model `resdsl.build` made, as `resdsl compile --inference`
+    writes it: each BN that follows a conv folded into the conv (from the model's current
+    weights and running statistics), fused add+ReLU epilogues kept, channels_last, eval mode.
+    Its outputs equal `model.eval()`'s up to rounding. The model itself is left as it is."""
+    import torch
+
+    from .backends.pytorch import emit, instantiate
+    from .fold import fold
+    from .runtime import fold_state_dict
+
+    if not hasattr(model, "resdsl_net"):
+        raise TypeError("resdsl.optimize takes a model made by resdsl.build")
+    opts = model.resdsl_options
+    g = fold(model.resdsl_graph, keep=opts["features"] or ())
+    source, cls = emit(model.resdsl_net, g, opts["file"], opts["features"], False,
+                       opts["kernels"])
+    fast = instantiate(source, cls, f"<resdsl {g.graph['name']} inference>")
+    fast.load_state_dict(fold_state_dict(model.state_dict(), type(fast).FOLDED))
+    fast = fast.eval().to(memory_format=torch.channels_last)
+    fast.resdsl_graph, fast.resdsl_net, fast.resdsl_options = g, model.resdsl_net, opts
+    if opts["features"]:
+        fast.feature_info = model.feature_info
+    return fast
 
 
 def feature_info(g, features: list[str]) -> list[dict[str, Any]]:

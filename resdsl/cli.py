@@ -241,13 +241,16 @@ def summary(file: str, network: str | None, input_text: str | None, max_layers: 
 @click.option("--features", metavar="NAMES", default=None,
               help="Comma-separated stages or top-level layers whose outputs forward returns "
                    "(e.g. layer2,layer4).")
+@click.option("--inference", is_flag=True,
+              help="Fold each BN after a conv into the conv (eval mode, channels_last); the "
+                   "network's from_trained(state_dict) loads trained weights (docs/passes.md).")
 @click.option("--no-fuse", is_flag=True,
               help="Keep bn, relu and add apart (no fusion pass; docs/passes.md).")
 @click.option("--kernels", type=click.Choice(["auto", "triton", "torch"]), default=None,
               help="Fused BN kernels: Triton on CUDA tensors (auto), always, or PyTorch ops "
                    "[default: $RESDSL_KERNELS at run time, else auto].")
 def compile_(file: str, network: str | None, input_text: str | None, max_layers: int | None,
-             emit: str, output: str, standalone: bool, features: str | None,
+             emit: str, output: str, standalone: bool, features: str | None, inference: bool,
              no_fuse: bool, kernels: str | None, **limits) -> None:
     """Compile a network of a spec file: Python source of its nn.Module (default), the graph
     IR as text or JSON (fused unless --no-fuse), a summary table, or ONNX. A one-line summary
@@ -262,7 +265,8 @@ def compile_(file: str, network: str | None, input_text: str | None, max_layers:
         result = _select(file, network, input_text, max_layers, **limits)
         name, g = next(iter(result.graphs.items()))
         if emit != "summary":   # the summary reports the spec's own graph (same numbers)
-            g = result.graphs[name] = lower(g, fuse=not no_fuse, keep=feats or ())
+            g = result.graphs[name] = lower(g, fuse=not no_fuse, keep=feats or (),
+                                            inference=inference)
         if emit in ("python", "onnx"):
             text = _python(result, name, feats, standalone, kernels)
             if emit == "onnx":

@@ -121,6 +121,8 @@ def cost(op: str, a: dict[str, Any], inp: Shape, out: Shape) -> dict[str, int]:
         p, b, elem = 2 * inp[0], 2 * inp[0] + 1, n_out
     elif op in ("relu", "add"):
         elem = n_out
+    elif op == "act":
+        elem = n_out * ((a["residual_at"] is not None) + a["relu"])
     elif op == "maxpool":
         kh, kw = a["kernel"]
         elem = n_out * kh * kw

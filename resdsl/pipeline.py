@@ -14,6 +14,7 @@ import networkx as nx
 from .check import check_scope
 from .elaborate import MAX_LAYERS, NetNode, Value, concrete_networks, elaborate
 from .errors import Collector, ResdslError
+from .fold import fold
 from .fuse import fuse as fuse_pass
 from .graph import MAX_MACS, MAX_PARAMS, build_graph, check_costs
 from .loader import Program, load, load_text
@@ -79,10 +80,13 @@ def check_text(text: str, file: str = "<string>", allow_any_path: bool = False,
     return check_program(load_text(text, file, allow_any_path=allow_any_path), **kw)
 
 
-def lower(g: nx.DiGraph, *, fuse: bool = True, keep: list[str] | tuple[str, ...] = ()
-          ) -> nx.DiGraph:
+def lower(g: nx.DiGraph, *, fuse: bool = True, keep: list[str] | tuple[str, ...] = (),
+          inference: bool = False) -> nx.DiGraph:
     """The graph a backend compiles: `g` after the passes (resdsl/fuse.py unless `fuse` is
-    False); `keep` names nodes whose own output must survive (requested features)."""
+    False; resdsl/fold.py with `inference`); `keep` names nodes whose own output must
+    survive (requested features)."""
     if fuse:
         g, _ = fuse_pass(g, keep)
+    if inference:
+        g = fold(g, keep)
     return g

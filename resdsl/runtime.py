@@ -83,10 +83,11 @@ def bn_act(x, weight, bias, running_mean, running_var, residual=None, *, trainin
     if residual is not None and residual_at == "pre":
         x = x + residual
     y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    # in place on the BN's fresh output (its backward reads x, not y), as torchvision does
     if residual is not None and residual_at == "mid":
-        y = y + residual
+        y += residual
     if relu:
-        y = torch.relu(y)
+        y = torch.relu_(y)
     if residual is not None and residual_at == "post":
         y = y + residual
     return y
@@ -103,21 +104,25 @@ def _triton_bn_act(required: bool):
         return None
 
 
-def projection(in_channels: int, out_channels: int, stride: int | tuple[int, int]) -> nn.Sequential:
+def projection(in_channels: int, out_channels: int, stride: int | tuple[int, int],
+               bn: bool = True) -> nn.Sequential:
     """Option B/C shortcut: 1x1 conv with the block's stride, then BN (torchvision's
-    `downsample`)."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                         nn.BatchNorm2d(out_channels))
+    `downsample`); without `bn` (folded into the conv for inference) the conv has a bias."""
+    conv = nn.Conv2d(in_channels, out_channels, 1, stride, bias=not bn)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if bn else nn.Sequential(conv)
 
 
-def avg_down(in_channels: int, out_channels: int, stride: int | tuple[int, int]) -> nn.Sequential:
+def avg_down(in_channels: int, out_channels: int, stride: int | tuple[int, int],
+             bn: bool = True) -> nn.Sequential:
     """ResNet-D shortcut (timm `avg_down`): average-pool by the stride, then 1x1 conv + BN;
-    the pool is an Identity at stride 1 so that parameter names stay `.1` and `.2`."""
+    the pool is an Identity at stride 1 so that parameter names stay `.1` and `.2`; without
+    `bn` (folded for inference) the conv has a bias."""
     pool: nn.Module = nn.Identity()
     if stride not in (1, (1, 1)):
         pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
-    return nn.Sequential(pool, nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                         nn.BatchNorm2d(out_channels))
+    conv = nn.Conv2d(in_channels, out_channels, 1, bias=not bn)
+    return nn.Sequential(pool, conv, nn.BatchNorm2d(out_channels)) if bn else \
+        nn.Sequential(pool, conv)
 
 
 def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
@@ -136,3 +141,67 @@ def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
         for m in model.modules():
             for name in getattr(m, "zero_init", ()):
                 nn.init.constant_(m.get_submodule(name).weight, 0)
+
+
+class AddAct(nn.Module):
+    """What is left of a fused BN once folded into the conv before it (resdsl.fold): the
+    residual add and ReLU in their order: relu(x + r) at "mid", relu(x) + r at "post". It
+    writes into x, the conv's output that nothing else reads, as torchvision's blocks do."""
+
+    def __init__(self, relu: bool = True, residual_at: str = "mid", kernels: str | None = None):
+        super().__init__()
+        self.relu, self.residual_at, self.kernels = relu, residual_at, kernels
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        if self.residual_at == "mid" and (self.kernels == "triton" or x.is_cuda):
+            fused = _triton_add_act(required=self.kernels == "triton")
+            if fused is not None:
+                return fused(x, residual, relu=self.relu, kernels=self.kernels)
+        if self.residual_at == "mid":
+            x += residual
+        if self.relu:
+            x = torch.relu_(x)
+        if self.residual_at == "post":
+            x += residual
+        return x
+
+    def extra_repr(self) -> str:
+        return f"relu={self.relu}, residual_at={self.residual_at!r}"
+
+
+def _triton_add_act(required: bool):
+    try:
+        from resdsl.backends.bn_act import add_act
+    except ImportError:
+        if required:
+            raise
+        return None
+    return add_act
+
+
+def fold_conv_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn_weight: torch.Tensor,
+                 bn_bias: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of one conv equal to conv -> eval-mode BN (computed in float64):
+    w * s and (b - mean) * s + beta, with s = gamma / sqrt(var + eps) per output channel."""
+    f64 = torch.float64
+    s = bn_weight.to(f64) * torch.rsqrt(var.to(f64) + eps)
+    w = weight.to(f64) * s.reshape(-1, *[1] * (weight.dim() - 1))
+    b = (0 if bias is None else bias.to(f64)) - mean.to(f64)
+    return w.to(weight.dtype), (b * s + bn_bias.to(f64)).to(weight.dtype)
+
+
+def fold_state_dict(state: dict[str, torch.Tensor],
+                    folded: dict[str, tuple[str, float]]) -> dict[str, torch.Tensor]:
+    """A training-layout state_dict (each BN apart) in the folded layout: for every
+    {conv: (bn, eps)}, the conv gets the BN's effect as weight and bias and the BN's entries
+    go (pairs whose conv is absent are skipped). Everything else is passed through."""
+    out = dict(state)
+    for conv, (bn, eps) in folded.items():
+        if f"{conv}.weight" not in out:
+            continue  # a network cut short after its last requested feature
+        stats = [out.pop(f"{bn}.{k}") for k in ("weight", "bias", "running_mean", "running_var")]
+        out.pop(f"{bn}.num_batches_tracked", None)
+        out[f"{conv}.weight"], out[f"{conv}.bias"] = fold_conv_bn(
+            out[f"{conv}.weight"], out.get(f"{conv}.bias"), *stats, eps)
+    return out

@@ -1,0 +1,66 @@
+"""The inference pass: every BN whose input is a conv's only output folds into that conv.
+
+Graph surgery only; the weights are folded apart from it by `runtime.fold_state_dict` (the
+math, `runtime.fold_conv_bn`, is a pure function). In eval mode BN is the per-channel affine
+map y = (x - mean) / sqrt(var + eps) * weight + bias, so conv -> bn is one conv with a bias.
+
+    conv -> bn                  conv(bias)                the bn node leaves the graph
+    conv -> bn_act(...)         conv(bias) -> act(...)    the fused epilogue stays: relu,
+                                                          residual add, or both, in its order
+
+A BN after an add (`residual_at == "pre"`), after a pool or at a block's input (pre-activation)
+has no conv to fold into and stays. The conv records the BN it took in (`folded`), so the
+weights can follow (`runtime.fold_state_dict`); the `act` node keeps the BN's name, and so its place in the emitted code.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import networkx as nx
+
+from . import ir
+from .infer import cost
+
+
+def fold(g: nx.DiGraph, keep: Iterable[str] = ()) -> nx.DiGraph:
+    """The inference graph of a verified graph (a copy): BNs folded, `inference` set. Each
+    conv that took a BN in records it as `folded` = (its name, its eps). BNs named in `keep`
+    (requested features) stay, so their output stays a value of its own."""
+    out = g.copy()
+    out.graph["inference"] = True
+    keep = set(keep)
+    for v in [v for v, d in g.nodes(data=True) if d["op"] in ("bn", "bn_act") and v not in keep]:
+        conv = _conv_before(out, v)
+        if conv is not None:
+            _fold(out, conv, v)
+    ir.verify(out)
+    return out
+
+
+def _conv_before(g: nx.DiGraph, bn: str) -> str | None:
+    """The conv whose output only `bn` reads (on its main input), if any."""
+    d = g.nodes[bn]
+    if d["op"] == "bn_act" and d["attrs"]["residual_at"] == "pre":
+        return None
+    u = next(u for u in g.predecessors(bn) if g.edges[u, bn].get("port", 0) == 0)
+    return u if g.nodes[u]["op"] == "conv" and g.out_degree(u) == 1 else None
+
+
+def _fold(g: nx.DiGraph, conv: str, bn: str) -> None:
+    c, b = g.nodes[conv], g.nodes[bn]
+    c["attrs"] = {**c["attrs"], "bias": True}
+    (inp,) = [g.nodes[u]["shape"] for u in g.predecessors(conv)]
+    c.update(cost("conv", c["attrs"], inp, c["shape"]), fused="conv+bn",
+             folded=(bn, b["attrs"]["eps"]))
+    if b["op"] == "bn":
+        for _, w, e in list(g.out_edges(bn, data=True)):
+            g.add_edge(conv, w, **e)
+        g.remove_node(bn)
+        return
+    a = b["attrs"]
+    ops = b["fused"].split("+")
+    ops.remove("bn")
+    b.update(op="act", attrs={"relu": a["relu"], "residual_at": a["residual_at"]},
+             fused="+".join(ops) if len(ops) > 1 else None,
+             **cost("act", {"relu": a["relu"], "residual_at": a["residual_at"]}, b["shape"],
+                    b["shape"]))
