@@ -60,6 +60,12 @@ def resolve_kernels(kernels: str | None) -> str:
 # module globals `triton`/`tl` the bodies refer to, and replaces each recorded function by its
 # `triton.jit` wrapper (annotations stay strings thanks to `from __future__ import annotations`,
 # which triton reads as constexpr markers).
+#
+# The kernels call only triton.language *builtins* (tl.full, tl.reduce, ...), never its own
+# @jit library functions (tl.zeros, tl.sum, tl.cdiv): those are jitted when triton.language is
+# first imported, as GPU functions unless TRITON_INTERPRET=1 was already set then, and
+# torch._dynamo imports triton.language early. Kept to builtins, the kernels run under the
+# interpreter whenever TRITON_INTERPRET=1 is set before the first Triton call of this module.
 # --------------------------------------------------------------------------------------------
 
 _KERNELS: list[str] = []
@@ -110,9 +116,14 @@ def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
 
 
 @_kernel
+def _add(a, b):
+    return a + b
+
+
+@_kernel
 def _sum2(t):
     """Sum a (BLOCK_O, BLOCK_C, BLOCK_I) tile over O and I: one value per channel."""
-    return tl.sum(tl.sum(t, axis=2), axis=0)
+    return tl.reduce(tl.reduce(t, 2, _add), 0, _add)
 
 
 @_kernel
@@ -126,14 +137,14 @@ def _store_mask(MASK, keep, o0, i0, c0, OUTER, C, INNER, PACK_C: tl.constexpr,
     o = o0 + tl.arange(0, BLOCK_O)
     if PACK_C:
         k = tl.reshape(keep.to(tl.int32), [BLOCK_O, BLOCK_C // 8, 8])
-        byte = tl.sum(k * bits[None, None, :], axis=2).to(tl.uint8)
+        byte = tl.reduce(k * bits[None, None, :], 2, _add).to(tl.uint8)
         cg = c0 // 8 + tl.arange(0, BLOCK_C // 8)
         CB = (C + 7) // 8
         offs = o.to(tl.int64)[:, None] * CB + cg[None, :]
         tl.store(MASK + offs, byte, mask=(o < OUTER)[:, None] & (cg < CB)[None, :])
     else:
         k = tl.reshape(keep.to(tl.int32), [BLOCK_O, BLOCK_C, BLOCK_I // 8, 8])
-        byte = tl.sum(k * bits[None, None, None, :], axis=3).to(tl.uint8)
+        byte = tl.reduce(k * bits[None, None, None, :], 3, _add).to(tl.uint8)
         c = c0 + tl.arange(0, BLOCK_C)
         ig = i0 // 8 + tl.arange(0, BLOCK_I // 8)
         IB = (INNER + 7) // 8
@@ -201,9 +212,9 @@ def _bn_stats_kernel(
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    n = tl.zeros([BLOCK_C], dtype=ACC)
-    mean = tl.zeros([BLOCK_C], dtype=ACC)
-    m2 = tl.zeros([BLOCK_C], dtype=ACC)
+    n = tl.full([BLOCK_C], 0.0, ACC)
+    mean = tl.full([BLOCK_C], 0.0, ACC)
+    m2 = tl.full([BLOCK_C], 0.0, ACC)
     for o0 in range(pid_s * BLOCK_O, OUTER, SPLIT * BLOCK_O):
         for i0 in range(0, INNER, BLOCK_I):
             offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
@@ -231,9 +242,9 @@ def _bn_stats_finalize_kernel(
     """Merge the SPLIT partials of each channel (Chan, fixed order). Touches only C-sized data."""
     offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
-    n = tl.zeros([BLOCK_C], dtype=ACC)
-    mean = tl.zeros([BLOCK_C], dtype=ACC)
-    m2 = tl.zeros([BLOCK_C], dtype=ACC)
+    n = tl.full([BLOCK_C], 0.0, ACC)
+    mean = tl.full([BLOCK_C], 0.0, ACC)
+    m2 = tl.full([BLOCK_C], 0.0, ACC)
     for s in range(SPLIT):
         n, mean, m2 = _chan_merge(
             n, mean, m2,
@@ -263,7 +274,7 @@ def _bn_act_apply_kernel(
 
     The pointwise pass of both the training and the eval forward (eval: 3 passes, the floor).
     Grid (cdiv(OUTER, BLOCK_O) * cdiv(INNER, BLOCK_I), cdiv(C, BLOCK_C)), one tile each."""
-    i_blocks = tl.cdiv(INNER, BLOCK_I)
+    i_blocks = (INNER + BLOCK_I - 1) // BLOCK_I
     o0 = (tl.program_id(0) // i_blocks) * BLOCK_O
     i0 = (tl.program_id(0) % i_blocks) * BLOCK_I
     c0 = tl.program_id(1) * BLOCK_C
@@ -331,8 +342,8 @@ def _bn_act_bwd_reduce_kernel(
     offs_c = c0 + tl.arange(0, BLOCK_C)
     mean, invstd, _w, scale, b = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B,
                                                      ACC)
-    db = tl.zeros([BLOCK_C], dtype=ACC)
-    dw = tl.zeros([BLOCK_C], dtype=ACC)
+    db = tl.full([BLOCK_C], 0.0, ACC)
+    dw = tl.full([BLOCK_C], 0.0, ACC)
     for o0 in range(pid_s * BLOCK_O, OUTER, SPLIT * BLOCK_O):
         for i0 in range(0, INNER, BLOCK_I):
             offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
@@ -357,8 +368,8 @@ def _sum_partials_kernel(
     """Sum the SPLIT partials of each channel in a fixed order."""
     offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
-    db = tl.zeros([BLOCK_C], dtype=ACC)
-    dw = tl.zeros([BLOCK_C], dtype=ACC)
+    db = tl.full([BLOCK_C], 0.0, ACC)
+    dw = tl.full([BLOCK_C], 0.0, ACC)
     for s in range(SPLIT):
         db += tl.load(PART_DB + s * C + offs_c, mask=c_ok, other=0.0)
         dw += tl.load(PART_DW + s * C + offs_c, mask=c_ok, other=0.0)
@@ -383,7 +394,7 @@ def _bn_act_bwd_apply_kernel(
     """Backward pass 2: dx = w*invstd*(dz - mean(dz) - xhat*mean(dz*xhat)), and dr = dz.
 
     Reads dy, x (r), mask; writes dx (and dr): 3-4 passes. Same grid as the apply kernel."""
-    i_blocks = tl.cdiv(INNER, BLOCK_I)
+    i_blocks = (INNER + BLOCK_I - 1) // BLOCK_I
     o0 = (tl.program_id(0) // i_blocks) * BLOCK_O
     i0 = (tl.program_id(0) % i_blocks) * BLOCK_I
     c0 = tl.program_id(1) * BLOCK_C
@@ -496,7 +507,7 @@ def _tl_acc(x: torch.Tensor):
 
 
 def _check_triton_device(x: torch.Tensor) -> None:
-    if not x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") not in ("1", "true", "True"):
+    if not x.is_cuda and os.environ.get("TRITON_INTERPRET", "0").lower() not in ("1", "true", "on", "yes"):
         raise RuntimeError("the Triton kernels run on CPU tensors only under TRITON_INTERPRET=1 "
                            "(set it before the first Triton call); use RESDSL_KERNELS=torch")
 
