@@ -651,6 +651,21 @@ def _backward(ctx, dy, *_unused):
     return dx, dw, db, None, None, dr, None, None, None, None, None
 
 
+class _BnActFunction(torch.autograd.Function):
+    """The same forward and backward as a plain autograd.Function, for torch < 2.4 (no
+    torch.library.custom_op; torch.compile then breaks the graph around it)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        out = _fwd_impl(*inputs)
+        _setup_context(ctx, inputs, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _backward(ctx, *grads)
+
+
 def _register():
     """(fwd, bwd) callables: torch.ops.resdsl.* custom ops, or autograd.Function on torch < 2.4."""
     if hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd"):
@@ -662,19 +677,7 @@ def _register():
         bwd.register_fake(_bwd_fake)
         fwd.register_autograd(_backward, setup_context=_setup_context)
         return fwd, bwd
-
-    class _BnActFunction(torch.autograd.Function):  # pragma: no cover - torch 2.3 only
-        @staticmethod
-        def forward(ctx, *inputs):
-            out = _fwd_impl(*inputs)
-            _setup_context(ctx, inputs, out)
-            return out
-
-        @staticmethod
-        def backward(ctx, *grads):
-            return _backward(ctx, *grads)
-
-    return _BnActFunction.apply, _bwd_impl
+    return _BnActFunction.apply, _bwd_impl  # pragma: no cover - torch 2.3
 
 
 _FWD_OP, _BWD_OP = _register()
@@ -703,16 +706,20 @@ def bn_act_torch(x, weight, bias, running_mean, running_var, residual=None, *,
     return _act(y, relu) + residual
 
 
-def _use_triton(choice: str, x: torch.Tensor) -> bool:
-    if choice == "triton":
-        return True
-    if choice == "torch" or not x.is_cuda:
-        return False
+@functools.cache
+def _triton_available() -> bool:
     try:
         _triton()
     except RuntimeError:
         return False
     return True
+
+
+def _use_triton(choice: str, x: torch.Tensor) -> bool:
+    """"triton": always; "torch": never; "auto": CUDA tensors when triton imports."""
+    if choice == "triton":
+        return True
+    return choice == "auto" and x.is_cuda and _triton_available()
 
 
 def _verify_batch_size(size: torch.Size) -> None:
@@ -766,8 +773,10 @@ def _update_running_stats(running_mean, running_var, mean, var, count, momentum)
 
 
 def add_act(x, residual, *, relu: bool, kernels: str | None = None) -> torch.Tensor:
-    """act(x + residual), for inference after BN folding (no autograd on the Triton path)."""
-    if not _use_triton(resolve_kernels(kernels), x):
+    """act(x + residual), for inference after BN folding. The Triton kernel has no backward:
+    when a gradient is needed the torch path runs instead."""
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or residual.requires_grad)
+    if needs_grad or not _use_triton(resolve_kernels(kernels), x):
         return _act(x + residual, relu)
     _check_triton_device(x)
     _triton()

@@ -364,6 +364,19 @@ def test_saves_only_x_stats_and_a_bit_mask(at, relu, expect_mask):
         assert not masks
 
 
+def test_autograd_function_fallback(small_tiles):
+    """The plain autograd.Function used on torch < 2.4 gives the custom op's results."""
+    x, r, w, b, rm, rv = make_inputs((3, 4, 2, 3), dtype=torch.float32)
+    args = (K._RES_CODE["mid"], True)
+    grads = []
+    for fwd in (K._FWD_OP, K._BnActFunction.apply):
+        leaves = [t.clone().requires_grad_() for t in (x, w, b, r)]
+        y = fwd(leaves[0], leaves[1], leaves[2], rm, rv, leaves[3], True, EPS, True, *args)[0]
+        grads.append((y, *torch.autograd.grad(y.sum(), leaves)))
+    for a, b_ in zip(*grads):
+        assert torch.equal(a, b_)
+
+
 def test_pre_residual_grad_is_the_input_grad():
     x, r, w, b, rm, rv = make_inputs((2, 3, 3, 3), dtype=torch.float32)
     x.requires_grad_()
@@ -387,6 +400,9 @@ def test_add_act(relu, layout):
         got = K.add_act(x, r, relu=relu, kernels=kernels)
         torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-6)
     assert K.add_act(x, r, relu=relu, kernels="triton").stride() == x.stride()
+    xg = x.clone().requires_grad_()  # a gradient is needed: the torch path, with autograd
+    K.add_act(xg, r, relu=relu, kernels="triton").sum().backward()
+    assert xg.grad is not None
 
 
 # ---------------------------------------------------------------- torch.library / compile / export
