@@ -101,6 +101,12 @@ EXAMPLES: list[tuple] = [
      {"two.res": "use std\nuse resnet\n\nnetwork a = resnet(basic, [1, 1, 1, 1])\n"
                  "network b = resnet(basic, [2, 2, 2, 2])\n"},
      ["python", "import resdsl\n\nresdsl.emit_python(\"two.res\")"]),
+    ("E211", "`use` path outside the spec's folder",
+     "`use \"path\"` reads only files in the folder of the spec being compiled (and below it; "
+     "a bundled library reads its own folder): an absolute path, or one that leaves the folder "
+     "with `..` or through a symbolic link, is refused unless `--allow-any-path` is given "
+     "(API: `allow_any_path=True`).",
+     {"net.res": 'use "../common.res"\n'}, ["net.res"]),
     # ---- E3xx: values --------------------------------------------------------------------
     ("E301", "value out of range",
      "A number outside its parameter's range: sizes, channels, strides, groups and dilations "
@@ -185,12 +191,25 @@ EXAMPLES: list[tuple] = [
                  "  stage layer1 = 20000 x basic(16)\n}\n"}, ["net.res"]),
     ("E502", "nested too deeply",
      "Block instances nested more than 32 deep, which happens when a block reaches itself "
-     "through a block argument. The CLI also reports Python running out of stack under this "
-     "code, as `error[E502]: input nested too deeply to process`.",
+     "through a block argument, or files that `use` each other in a chain more than 64 deep. "
+     "The CLI also reports Python running out of stack under this code, as "
+     "`error[E502]: input nested too deeply to process`.",
      {"net.res": "block twice(f) {\n  f f\n}\n\nnetwork n {\n  input 3 x 8 x 8\n"
                  "  twice twice\n}\n"}, ["net.res"]),
     ("E503", "list too long", "Lists hold at most 10,000 items.",
      {"net.res": "use std\n\nnetwork n(depths = [2] * 20000) {\n  input 3 x 32 x 32\n}\n"},
+     ["net.res"]),
+    ("E505", "too many parameters",
+     "A network has more than 1,000,000,000 parameters (4 GB of float32 weights); change the "
+     "limit with `--max-params N` (API: `max_params=N`). Checked after shape inference, before "
+     "any backend allocates anything.",
+     {"net.res": "network wide {\n  input 3 x 32 x 32\n  conv 40000, 3x3\n  conv 40000, 3x3\n}\n"},
+     ["net.res"]),
+    ("E506", "too many multiply-accumulates",
+     "A network needs more than 10**12 multiply-accumulates per sample; change the limit with "
+     "`--max-macs N` (API: `max_macs=N`). MACs grow with the input size, so `--input` can "
+     "reach it too.",
+     {"net.res": "network big {\n  input 3 x 8192 x 8192\n  conv 4096, 3x3\n}\n"},
      ["net.res"]),
     # ---- E6xx: output and external tools --------------------------------------------------
     ("E601", "Graphviz `dot` not found",

@@ -209,10 +209,11 @@ class Loader:
             if resolved and _inside(resolved, root):
                 return
             why = "a path outside the spec's folder"
+        where = "the library's folder" if root == library else "the spec's folder"
         raise SpecNameError(f"`use \"{target}\"` is {why}", use.span,
-                            f"`use` reads the bundled libraries and files inside {root}; "
-                            "pass --allow-any-path (API: allow_any_path=True) to read others",
-                            code="E211")
+                            f"`use` reads the bundled libraries and files in {where} and "
+                            "below; pass --allow-any-path (API: allow_any_path=True) to read "
+                            "others", code="E211")
 
 
 def _inside(path: str, folder: str) -> bool:
