@@ -9,7 +9,7 @@ statistics, num_batches_tracked, gradients), under torch.compile and torch.expor
 from __future__ import annotations
 
 import copy
-import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from resdsl.pipeline import check_file, check_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 def graph(file: str, name: str):
@@ -186,4 +187,244 @@ def test_verify_catches_a_broken_fused_node():
         ir.verify(bad)
 
 
-_ = os  # (used by the lowering tests below)
+# ---- lowering: BatchNormAct2d --------------------------------------------------------------
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import resdsl  # noqa: E402
+from resdsl.runtime import BatchNormAct2d  # noqa: E402
+
+SMALL = """
+use std
+use cifar
+use resnet
+
+network unit_a = cifar_resnet(unit_original, 1)
+network unit_b = cifar_resnet(unit_bn_after_add, 1)
+network unit_c = cifar_resnet(unit_relu_before_add, 1)
+network unit_d = cifar_resnet(unit_relu_preact, 1)
+network unit_e = cifar_resnet(unit_full_preact, 1)
+network option_a = cifar_resnet(basic_a, 1)
+network plain = cifar_resnet(plain_basic, 1)
+network preact = cifar_resnet(preact_bottleneck, 1)
+network res_d = resnet_d(bottleneck_d, [1, 1, 1, 1])
+"""
+SMALL_NETS = ["unit_a", "unit_b", "unit_c", "unit_d", "unit_e", "option_a", "plain", "preact",
+              "res_d"]
+
+
+def pair(spec, name, **kw):
+    """(fused, unfused) builds with the same weights."""
+    torch.manual_seed(0)
+    unfused = resdsl.build(spec, name, fuse=False, **kw)
+    model = resdsl.build(spec, name, kernels="torch", **kw)
+    model.load_state_dict(unfused.state_dict(), strict=True)
+    return model, unfused
+
+
+def shapes(model):
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", SMALL_NETS)
+def test_fused_build_trains_exactly_like_the_unfused_one(name):
+    """Train mode: outputs, gradients, running statistics and num_batches_tracked agree."""
+    size = {"res_d": (3, 64, 64)}.get(name)
+    model, unfused = pair(SMALL, name, input_shape=size)
+    assert any(isinstance(m, BatchNormAct2d) for m in model.modules())
+    assert shapes(model) == shapes(unfused)
+    x = torch.randn(2, *(size or (3, 32, 32)))
+    for step in range(2):
+        xs = [x.clone().requires_grad_() for _ in range(2)]
+        ys = [m.train()(xi) for m, xi in zip((model, unfused), xs)]
+        torch.testing.assert_close(ys[0], ys[1], rtol=1e-5, atol=1e-6)
+        for m, y in zip((model, unfused), ys):
+            m.zero_grad()
+            (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        torch.testing.assert_close(xs[0].grad, xs[1].grad, rtol=1e-5, atol=1e-6)
+        grads = [{k: p.grad for k, p in m.named_parameters()} for m in (model, unfused)]
+        assert grads[0].keys() == grads[1].keys()
+        for k in grads[0]:
+            torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6, msg=k)
+    a, b = model.state_dict(), unfused.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert int(a["bn1.num_batches_tracked" if "bn1.num_batches_tracked" in a
+                 else "layer1.0.bn1.num_batches_tracked"]) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), unfused.eval()(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_torchvision_weights_load_strictly_and_match(name):
+    tv_models = pytest.importorskip("torchvision.models")
+    torch.manual_seed(0)
+    tv = getattr(tv_models, name)().eval()
+    with torch.no_grad():   # non-trivial statistics, so BN does something
+        for m in tv.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+    model = resdsl.build(SPECS / "resnet.res", name, kernels="torch")
+    unfused = resdsl.build(SPECS / "resnet.res", name, fuse=False)
+    assert shapes(model) == shapes(unfused) == shapes(tv)
+    model.load_state_dict(tv.state_dict(), strict=True)
+    assert not [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), tv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_emitted_block_reads_like_torchvisions():
+    source, _, _ = resdsl.emit_python(SPECS / "resnet.res", "resnet50")
+    block = source[source.index("class Bottleneck"):source.index("class Resnet50")]
+    assert "self.bn3 = BatchNormAct2d(conv3_out, relu=True, residual_at=\"mid\")" in block
+    assert ("        out = self.conv3(out)\n"
+            "        identity = x if self.downsample is None else self.downsample(x)\n"
+            "        out = self.bn3(out, identity)\n"
+            "        return out\n") in block
+    assert "relu" not in block.replace("relu=True", "")
+    unfused, _, _ = resdsl.emit_python(SPECS / "resnet.res", "resnet50", fuse=False)
+    assert "BatchNormAct2d" not in unfused and "out = self.relu3(out)" in unfused
+
+
+def test_each_ordering_lowers_to_one_call():
+    source, _, _ = resdsl.emit_python(SMALL, "unit_b")
+    assert ("        out = self.conv2(out)\n"
+            "        identity = x if self.downsample is None else self.downsample(x)\n"
+            "        out = self.bn2(out, identity)\n"
+            "        return out\n") in source
+    assert 'BatchNormAct2d(planes, relu=True, residual_at="pre")' in source
+    source, _, _ = resdsl.emit_python(SMALL, "unit_c")
+    assert 'BatchNormAct2d(planes, relu=True, residual_at="post")' in source
+    source, _, _ = resdsl.emit_python(SMALL, "unit_d")
+    assert 'BatchNormAct2d(planes, residual_at="mid")' in source
+    assert "nn.ReLU(inplace=False)" in source   # its input is also the shortcut
+
+
+def test_features_keep_their_own_modules():
+    torch.manual_seed(0)
+    model = resdsl.build(SPECS / "resnet.res", "resnet18", features=["bn1", "layer2"],
+                         input_shape=(3, 64, 64))
+    assert type(model.bn1) is nn.BatchNorm2d and isinstance(model.relu, nn.ReLU)
+    assert isinstance(model.layer2[1].bn2, BatchNormAct2d)
+    unfused = resdsl.build(SPECS / "resnet.res", "resnet18", features=["bn1", "layer2"],
+                           input_shape=(3, 64, 64), fuse=False)
+    unfused.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model.eval()(x), unfused.eval()(x)):
+            torch.testing.assert_close(a, b)
+    assert model.feature_info == unfused.feature_info
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("at", [None, "pre", "mid", "post"])
+def test_batchnormact_is_batchnorm_then_add_and_relu(momentum, at):
+    """nn.BatchNorm2d's momentum rules (None: cumulative average), train and eval."""
+    torch.manual_seed(0)
+    ref = nn.BatchNorm2d(5, momentum=momentum)
+    fused = BatchNormAct2d(5, momentum=momentum, relu=True, residual_at=at, kernels="torch")
+    fused.load_state_dict(ref.state_dict())
+    x, r = torch.randn(3, 5, 4, 4), torch.randn(3, 5, 4, 4)
+
+    def unfused(x):
+        if at == "pre":
+            return torch.relu(ref(x + r))
+        y = ref(x)
+        return torch.relu(y + r) if at == "mid" else torch.relu(y) + r if at == "post" \
+            else torch.relu(y)
+    for train in (True, True, False):
+        ref.train(train), fused.train(train)
+        torch.testing.assert_close(fused(x, r if at else None), unfused(x))
+    assert ref.state_dict().keys() == fused.state_dict().keys()
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(fused.state_dict()[k], v)
+
+
+def test_batchnormact_without_running_stats():
+    ref = nn.BatchNorm2d(3, track_running_stats=False)
+    fused = BatchNormAct2d(3, track_running_stats=False, relu=True, kernels="torch")
+    x = torch.randn(2, 3, 4, 4)
+    for train in (True, False):
+        ref.train(train), fused.train(train)
+        torch.testing.assert_close(fused(x), torch.relu(ref(x)))
+
+
+def test_kernels_option_and_environment(monkeypatch):
+    model = resdsl.build(SMALL, "unit_a", kernels="torch")
+    assert {m.kernels for m in model.modules() if isinstance(m, BatchNormAct2d)} == {"torch"}
+    source, _, _ = resdsl.emit_python(SMALL, "unit_a", kernels="triton")
+    assert "kernels: str | None = 'triton'" in source
+    with pytest.raises(ValueError, match="kernels"):
+        resdsl.emit_python(SMALL, "unit_a", kernels="cuda")
+    model = resdsl.build(SMALL, "unit_a")
+    assert {m.kernels for m in model.modules() if isinstance(m, BatchNormAct2d)} == {None}
+    monkeypatch.setenv("RESDSL_KERNELS", "fast")
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        model(torch.randn(1, 3, 32, 32))
+    monkeypatch.setenv("RESDSL_KERNELS", "torch")
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_triton_kernels_under_the_interpreter(monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    torch.manual_seed(0)
+    layer = nn.BatchNorm2d(6)
+    fused = BatchNormAct2d(6, relu=True, residual_at="mid", kernels="triton")
+    x, r = torch.randn(2, 6, 5, 3), torch.randn(2, 6, 5, 3)
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    want = torch.relu(layer(xs[0]) + r)
+    got = fused(xs[1], r)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    want.sum().backward(), got.sum().backward()
+    torch.testing.assert_close(xs[1].grad, xs[0].grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fused.running_var, layer.running_var)
+
+
+def test_torch_export_and_compile_of_a_fused_build():
+    model, unfused = pair(SMALL, "unit_b")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = unfused.eval()(x)
+        exported = torch.export.export(model.eval(), (x,))
+        torch.testing.assert_close(exported.module()(x), want)
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x), want)
+
+
+def test_hostile_names_fused():
+    import test_pytorch
+    model, unfused = pair(test_pytorch.HOSTILE, None)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(x), unfused(x), rtol=1e-5, atol=1e-6)
+
+
+# ---- command line --------------------------------------------------------------------------
+
+def cli(*args):
+    from click.testing import CliRunner
+
+    from resdsl.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_emit_ir_shows_fused_nodes_and_no_fuse_turns_them_off():
+    spec = SPECS / "resnet.res"
+    r = cli("compile", spec, "-n", "resnet18", "--emit", "ir")
+    assert r.exit_code == 0, r.stdout
+    assert "layer1.0.bn2 = bn_act(" in r.stdout and "# fused bn+add+relu" in r.stdout
+    r = cli("compile", spec, "-n", "resnet18", "--emit", "ir", "--no-fuse")
+    assert "bn_act" not in r.stdout and "layer1.0.add = add()" in r.stdout
+    r = cli("compile", spec, "-n", "resnet18", "--no-fuse")
+    assert "BatchNormAct2d" not in r.stdout and "nn.BatchNorm2d" in r.stdout
+    r = cli("compile", spec, "-n", "resnet18", "--kernels", "torch")
+    assert "kernels: str | None = 'torch'" in r.stdout
+    summaries = [cli("compile", spec, "-n", "resnet18", "--emit", "summary", *flag).stdout
+                 for flag in ([], ["--no-fuse"])]
+    assert summaries[0] == summaries[1]
+    r = cli("compile", spec, "-n", "resnet18", "--emit", "json")
+    assert ir.same_graph(ir.from_json(r.stdout), fused("resnet.res", "resnet18"))
