@@ -170,13 +170,12 @@ class AddAct(nn.Module):
 
 
 def _triton_add_act(required: bool):
-    try:
-        from resdsl.backends.bn_act import add_act
+    try:  # by name: a standalone file must not need resdsl
+        return importlib.import_module("resdsl.backends.bn_act").add_act
     except ImportError:
         if required:
             raise
         return None
-    return add_act
 
 
 def fold_conv_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn_weight: torch.Tensor,
