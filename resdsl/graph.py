@@ -13,7 +13,7 @@ import networkx as nx
 
 from . import ir
 from .elaborate import BlockNode, GroupNode, LayerNode, NetNode, Node, ShortcutNode, StageNode
-from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError
+from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError, SpecValueError
 from .infer import cost, infer_shape
 from .ir import shape_str
 
@@ -180,8 +180,22 @@ class Builder:
 
 def build_graph(net: NetNode, input_shape: tuple[int, int, int] | None = None) -> nx.DiGraph:
     """The graph IR of an elaborated network, shaped for `input_shape` (default: the spec's)."""
+    if input_shape is not None:
+        input_shape = check_input_shape(input_shape)
     g = Builder(net, input_shape).build()
     return g
+
+
+def check_input_shape(shape: Any) -> tuple[int, int, int]:
+    """An input size given from Python or the command line: three positive integers."""
+    if not (isinstance(shape, (tuple, list)) and len(shape) == 3 and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in shape)):
+        raise SpecValueError(f"an input size is (C, H, W), three integers, not {shape!r}"[:200],
+                             None, "e.g. input_shape=(3, 224, 224)", code="E304")
+    if min(shape) < 1:
+        raise SpecValueError(f"input sizes must be positive, got {tuple(shape)}", None,
+                             code="E301")
+    return (shape[0], shape[1], shape[2])
 
 
 def totals(g: nx.DiGraph) -> dict[str, int]:

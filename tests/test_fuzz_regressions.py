@@ -1,0 +1,89 @@
+"""Inputs that once got something other than a ResdslError (or an error without a code or a
+location) out of resdsl: found by the fuzzing campaign (benchmarks/fuzz.py) or by fuzzing
+the Python API's arguments by hand. Each must now fail cleanly, or succeed.
+
+The campaign itself is a benchmark, not a test: `python benchmarks/fuzz.py --n 100000`
+(figures in benchmarks/results/fuzz-cpu.txt). Limits found this way (a `use` chain that
+overflowed Python's stack, a block chain checked in cubic time) are in tests/test_limits.py.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from resdsl.errors import ResdslError
+from resdsl.pipeline import check_text
+
+ROOT = Path(__file__).resolve().parent.parent
+NET = ("use std\nnetwork t {\n  input 3 x 32 x 32\n  conv 8, 3x3\n"
+       "  stage layer1 = 1 x basic(16)\n  avgpool\n  fc 10\n}\n")
+
+
+# ---- input sizes from Python: were not validated -------------------------------------------
+# (3.5, 32, 32) reported E401 "input channels 3.5 are not divisible by 1"; (3, 32) E404 "its
+# input is flat"; (0, 32, 32) and (True, 32, 32) checked fine; (3, nan, 4) reached E406 with
+# a shape of nan; '3x32x32' was taken as a shape of 7 characters.
+
+@pytest.mark.parametrize("shape,code", [
+    ((3, 0, 0), "E301"), ((3, -1, 5), "E301"), ((0, 32, 32), "E301"),
+    ((3.5, 32, 32), "E304"), ((3, 32), "E304"), ((3, 32, 32, 1), "E304"),
+    ("3x32x32", "E304"), ((True, 32, 32), "E304"), ((3, float("nan"), 4), "E304"),
+    ((), "E304"), ((3, "32", 32), "E304"),
+])
+def test_bad_input_sizes_from_python(shape, code):
+    with pytest.raises(ResdslError) as info:
+        check_text(NET, input_shape=shape)
+    assert info.value.code == code
+    assert "input" in info.value.message
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 1), [3, 32, 32], (3, 17, 40)])
+def test_good_input_sizes_from_python(shape):
+    g = check_text(NET, input_shape=shape).graphs["t"]
+    assert g.graph["input"] == tuple(shape)
+
+
+def test_bad_input_size_through_the_api():
+    pytest.importorskip("torch")
+    import resdsl
+
+    with pytest.raises(ResdslError) as info:
+        resdsl.build(NET, input_shape=(3, 0, 32))
+    assert info.value.code == "E301"
+
+
+# ---- the campaign's own replay: a few inputs of each kind stay clean ------------------------
+
+def test_campaign_inputs_replay_cleanly():
+    """The first inputs of seed 1 (every kind: bytes, truncations, token and line edits of
+    the bundled specs, generated specs) end in `ok` or a coded error, as in the campaign."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import fuzz
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    outcomes, kinds = Counter(), Counter()
+    for index in range(60):
+        kind, rng, data = fuzz.make_input(1, index)
+        kinds[kind] += 1
+        try:
+            outcomes[fuzz.run_one(data, rng, Counter())] += 1
+        except fuzz.Bug as bug:  # pragma: no cover - a finding
+            pytest.fail(f"input {index} ({kind}): {bug.key}\n{bug.detail}")
+    assert set(kinds) == {"bytes", "truncate", "token", "lines", "generate"}
+    assert outcomes["ok"] > 0 and len(outcomes) > 3
+
+
+def test_campaign_is_reproducible():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import fuzz
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert [fuzz.make_input(7, i)[2] for i in range(20)] == \
+        [fuzz.make_input(7, i)[2] for i in range(20)]
+    assert os.path.exists(ROOT / "benchmarks" / "fuzz.py")
