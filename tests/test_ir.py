@@ -55,7 +55,7 @@ def resnet_text() -> str:
 @pytest.fixture(scope="module")
 def resnet18_ir() -> list[str]:
     r = CliRunner().invoke(main, ["compile", str(SPECS / "resnet.res"), "-n", "resnet18",
-                                  "--emit", "ir"])
+                                  "--emit", "ir", "--no-fuse"])  # fused: tests/test_fuse.py
     assert r.exit_code == 0, r.output
     return r.stdout.splitlines()
 
@@ -96,7 +96,7 @@ def test_emit_ir_resnet18_layout(resnet18_ir):
 
 def test_emit_ir_with_input_override():
     r = CliRunner().invoke(main, ["compile", str(SPECS / "resnet.res"), "-n", "resnet18",
-                                  "--emit", "ir", "--input", "3x32x32"])
+                                  "--emit", "ir", "--no-fuse", "--input", "3x32x32"])
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines[0] == "# network resnet18: input 3x32x32"
