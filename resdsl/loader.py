@@ -22,6 +22,7 @@ from .resources import specs_dir
 Definition = Union[n.BlockDef, n.NetworkDef, n.NetworkInst, n.Let]
 MAX_FILE_BYTES = 10_000_000
 MAX_USE_DEPTH = 64  # files `use`ing each other in a chain
+MAX_CACHED = 1_000_000  # characters of a text whose parse is remembered (32 at most)
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Loader:
         if key in self.scopes:
             return self.scopes[key]
         self.sources[file] = text
-        module = _parse(text, file)
+        module = _parse(text, file) if len(text) <= MAX_CACHED else parse(text, file)
         self.loading.append(key)
         try:
             scope = self._scope(module, base_dir)

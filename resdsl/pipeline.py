@@ -37,6 +37,9 @@ def check_program(program: Program, networks: list[str] | None = None,
     """Static checks over the whole file, then elaboration and shape inference of each
     network asked for (by default every concrete one), then the limits on parameters and
     MACs; all independent errors are raised together."""
+    max_layers = MAX_LAYERS if max_layers is None else max_layers   # None: the default
+    max_params = MAX_PARAMS if max_params is None else max_params
+    max_macs = MAX_MACS if max_macs is None else max_macs
     errors = Collector()
     for err in check_scope(program.root):
         errors.add(err)

@@ -87,3 +87,9 @@ def test_campaign_is_reproducible():
     assert [fuzz.make_input(7, i)[2] for i in range(20)] == \
         [fuzz.make_input(7, i)[2] for i in range(20)]
     assert os.path.exists(ROOT / "benchmarks" / "fuzz.py")
+
+
+def test_limits_given_as_none_mean_the_defaults():
+    """max_layers=None (or max_params/max_macs) from the API compared None with an int."""
+    g = check_text(NET, max_layers=None, max_params=None, max_macs=None).graphs["t"]
+    assert g.graph["name"] == "t"
