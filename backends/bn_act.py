@@ -95,14 +95,21 @@ def _triton():
 
 
 @_kernel
-def _tile(o0, i0, offs_c, OUTER, C, INNER,
+def _tile(o0, i0, offs_c, OUTER, C, INNER, PACK_C: tl.constexpr,
           BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
-    """Element offsets and bounds mask of the (BLOCK_O, BLOCK_C, BLOCK_I) tile at (o0, ., i0)."""
+    """Element offsets and bounds mask of the (BLOCK_O, BLOCK_C, BLOCK_I) tile at (o0, ., i0).
+
+    PACK_C (INNER == 1, C contiguous) leaves INNER out of the offsets, so that the compiler sees
+    the contiguity along C and vectorises the loads (it does along INNER otherwise)."""
     o = o0 + tl.arange(0, BLOCK_O)
     i = i0 + tl.arange(0, BLOCK_I)
-    offs = ((o.to(tl.int64) * C * INNER)[:, None, None] + (offs_c * INNER)[None, :, None]
-            + i[None, None, :])
-    ok = (o < OUTER)[:, None, None] & (offs_c < C)[None, :, None] & (i < INNER)[None, None, :]
+    ok = (o < OUTER)[:, None, None] & (offs_c < C)[None, :, None]
+    if PACK_C:  # BLOCK_I == INNER == 1, i0 == 0 (not known to the compiler: leave i out)
+        offs = (o.to(tl.int64) * C)[:, None, None] + offs_c[None, :, None]
+    else:
+        offs = ((o.to(tl.int64) * C * INNER)[:, None, None] + (offs_c * INNER)[None, :, None]
+                + i[None, None, :])
+        ok = ok & (i < INNER)[None, None, :]
     return offs, ok
 
 
@@ -202,6 +209,7 @@ def _bn_stats_kernel(
     OUTER, C, INNER,          # the (OUTER, C, INNER) view
     SPLIT,                    # programs per channel block; program s takes o-blocks s, s+SPLIT..
     PRE: tl.constexpr,        # add R before the statistics
+    PACK_C: tl.constexpr,     # INNER == 1: C is the contiguous axis
     ACC: tl.constexpr,        # compute dtype: float64 for float64 inputs, else float32
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
@@ -217,7 +225,7 @@ def _bn_stats_kernel(
     m2 = tl.full([BLOCK_C], 0.0, ACC)
     for o0 in range(pid_s * BLOCK_O, OUTER, SPLIT * BLOCK_O):
         for i0 in range(0, INNER, BLOCK_I):
-            offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
+            offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, PACK_C, BLOCK_O, BLOCK_I)
             s = tl.load(X + offs, mask=ok, other=0.0).to(ACC)
             if PRE:
                 s += tl.load(R + offs, mask=ok, other=0.0).to(ACC)
@@ -280,7 +288,7 @@ def _bn_act_apply_kernel(
     c0 = tl.program_id(1) * BLOCK_C
     offs_c = c0 + tl.arange(0, BLOCK_C)
     mean, _i, _w, scale, b = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B, ACC)
-    offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
+    offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, PACK_C, BLOCK_O, BLOCK_I)
     y = tl.load(X + offs, mask=ok, other=0.0).to(ACC)
     if RES != 0:
         r = tl.load(R + offs, mask=ok, other=0.0).to(ACC)
@@ -346,7 +354,7 @@ def _bn_act_bwd_reduce_kernel(
     dw = tl.full([BLOCK_C], 0.0, ACC)
     for o0 in range(pid_s * BLOCK_O, OUTER, SPLIT * BLOCK_O):
         for i0 in range(0, INNER, BLOCK_I):
-            offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
+            offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, PACK_C, BLOCK_O, BLOCK_I)
             dz, xhat = _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, b,
                                     o0, i0, c0, OUTER, C, INNER, RES, RELU, PACK_C,
                                     ACC, BLOCK_O, BLOCK_C, BLOCK_I)
@@ -402,7 +410,7 @@ def _bn_act_bwd_apply_kernel(
     c_ok = offs_c < C
     mean, invstd, w, scale, b = _channel_affine(W, B, MEAN, INVSTD, offs_c, C, HAS_W, HAS_B,
                                                     ACC)
-    offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, BLOCK_O, BLOCK_I)
+    offs, ok = _tile(o0, i0, offs_c, OUTER, C, INNER, PACK_C, BLOCK_O, BLOCK_I)
     dz, xhat = _masked_grad(DY, X, R, MASK, offs, ok, mean, invstd, scale, b,
                             o0, i0, c0, OUTER, C, INNER, RES, RELU, PACK_C,
                             ACC, BLOCK_O, BLOCK_C, BLOCK_I)
@@ -536,7 +544,7 @@ def _fwd_impl(x, weight, bias, running_mean, running_var, residual,
         parts = [torch.empty((split, c), **f32) for _ in range(3)]
         _bn_stats_kernel[(cfg["c_blocks"], split)](
             x, r if r is not None else x, *parts, outer, c, inner, split, PRE=res == 1,
-            ACC=_tl_acc(x), num_warps=cfg["num_warps"], **blocks)
+            PACK_C=inner == 1, ACC=_tl_acc(x), num_warps=cfg["num_warps"], **blocks)
         mean, invstd, var = (torch.empty((c,), **f32) for _ in range(3))
         _bn_stats_finalize_kernel[(triton.cdiv(c, 256),)](*parts, mean, invstd, var, c, split,
                                                          eps, ACC=_tl_acc(x), BLOCK_C=256)
