@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from resdsl.backends import summary
 
 from resdsl import ir
-from resdsl.backends import summary
 from resdsl.fuse import fuse, merge_node
 from resdsl.graph import totals
 from resdsl.pipeline import check_file, check_text
@@ -190,10 +190,10 @@ def test_verify_catches_a_broken_fused_node():
 # ---- lowering: BatchNormAct2d --------------------------------------------------------------
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
+from torch import nn
 
-import resdsl  # noqa: E402
-from resdsl.runtime import BatchNormAct2d  # noqa: E402
+import resdsl
+from resdsl.runtime import BatchNormAct2d
 
 SMALL = """
 use std
