@@ -387,6 +387,54 @@ def test_pre_residual_grad_is_the_input_grad():
     assert torch.equal(x.grad, r.grad)
 
 
+SM90_COMPILE = """
+import collections, os, re
+os.environ.pop("TRITON_INTERPRET", None)
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from resdsl.backends import bn_act as K
+K._triton()
+
+def compile_sm90(fn, sig, const, divisible):
+    signature = {n: "constexpr" if n in const else sig[n] for n in fn.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+             if n not in const and (sig[n].startswith("*") or n in divisible)}
+    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=const, attrs=attrs)
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+    return collections.Counter(re.findall(r"ld\\.global\\.v4|st\\.global\\.v4", ptx))
+
+ints = {"OUTER": "i32", "C": "i32", "INNER": "i32", "SPLIT": "i32", "inv_count": "fp32"}
+io = {n: "*bf16" for n in ("X", "R", "Y", "DY", "DX", "DR")}
+st = {n: "*fp32" for n in ("W", "B", "MEAN", "INVSTD", "DB", "DW", "PART_N", "PART_MEAN",
+                           "PART_M2", "PART_DB", "PART_DW")}
+sig = {**ints, **io, **st, "MASK": "*u8"}
+flags = {"HAS_W": True, "HAS_B": True, "RES": 2, "RELU": True, "WRITE_MASK": True, "PRE": False,
+         "BATCH_STATS": True, "WRITE_DR": True, "ACC": tl.float32}
+for pack_c, blocks in ((False, {"BLOCK_O": 8, "BLOCK_C": 1, "BLOCK_I": 256}),
+                       (True, {"BLOCK_O": 32, "BLOCK_C": 64, "BLOCK_I": 1})):
+    for fn in (K._bn_stats_kernel, K._bn_act_apply_kernel, K._bn_act_bwd_reduce_kernel,
+               K._bn_act_bwd_apply_kernel):
+        const = {k: v for k, v in {**flags, **blocks, "PACK_C": pack_c}.items()
+                 if k in fn.arg_names}
+        vec = compile_sm90(fn, sig, const, ("C", "OUTER") if pack_c else ("C", "INNER", "OUTER"))
+        assert vec["ld.global.v4"] > 0, (fn.__name__, pack_c, vec)
+print("ok")
+"""
+
+
+def test_kernels_compile_for_sm90():
+    """The GPU path, without a GPU: each kernel compiles to sm_90 PTX through ptxas in a fresh
+    process (no TRITON_INTERPRET), both layouts, with 128-bit vector loads of the activations
+    (16-byte-aligned pointers and sizes divisible by 16, as triton specialises them)."""
+    from triton.backends import backends
+    if "nvidia" not in backends:
+        pytest.skip("triton has no NVIDIA backend here")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", SM90_COMPILE], capture_output=True, text=True,
+                         env=env, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
 # ---------------------------------------------------------------- add_act
 
 @pytest.mark.parametrize("relu", [True, False])
