@@ -48,8 +48,10 @@ from torch import nn  # noqa: E402
 
 import resdsl  # noqa: E402
 
-# layers the PyTorch backend always makes a module of, under the IR node's own name
-MODULE_OPS = {"conv", "fc", "maxpool", "avgpool", "dropout", "flatten", "bn"}
+# layers the PyTorch backend always makes a module of, under the IR node's own name (a bn
+# may absorb its relu and the residual add: its module then outputs the sum, of the same
+# shape; the passes may fold more, so only these are required to stay modules)
+MODULE_OPS = {"conv", "fc", "maxpool", "avgpool"}
 
 
 def _settings(n: int) -> settings:
