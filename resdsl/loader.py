@@ -53,7 +53,49 @@ class Program:
 def _parse(text: str, file: str) -> n.Module:
     """`parse`, remembered: the AST is immutable, and the bundled libraries are used by most
     specs (a syntax error is raised again each time: exceptions are not cached)."""
+    if Path(file).parent == specs_dir() and _bundled_text(file) == text:
+        return _parse_bundled(text, file)
     return parse(text, file)
+
+
+def _bundled_text(file: str) -> str | None:
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+
+
+def _parse_bundled(text: str, file: str) -> n.Module:
+    """A bundled spec's AST from the on-disk cache (~1 ms instead of ~15 ms for std.res, at
+    every `resdsl check`), keyed by resdsl's version, the grammar, the path and the text;
+    parsed and stored when absent. Only resdsl's own files are cached: they are few and fixed,
+    and a cache that cannot be read or written is skipped silently."""
+    import hashlib
+    import pickle
+
+    from . import __version__
+    from .resources import grammar_file
+
+    folder = os.environ.get("RESDSL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "resdsl")
+    key = hashlib.sha256("\0".join([__version__, grammar_file().read_text(), file, text])
+                         .encode()).hexdigest()[:32]
+    path = Path(folder) / f"{Path(file).stem}-{key}.pickle"
+    try:
+        module = pickle.loads(path.read_bytes())
+        if isinstance(module, n.Module):
+            return module
+    except Exception:  # absent, unreadable or stale: parse again
+        pass
+    module = parse(text, file)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(module, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return module
 
 
 def read_text(path: str, span: Span | None = None) -> str:

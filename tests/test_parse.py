@@ -410,3 +410,31 @@ def test_spans_ignore_equality():
 def test_parse_raises_only_resdsl_errors():
     with pytest.raises(ResdslError):
         parse("block {")
+
+
+# ---- the on-disk cache of the bundled library's AST ------------------------------------------
+
+def test_bundled_library_ast_is_cached_on_disk(tmp_path, monkeypatch):
+    from resdsl import loader
+    from resdsl.resources import specs_dir
+
+    monkeypatch.setenv("RESDSL_CACHE_DIR", str(tmp_path))
+    std = specs_dir() / "std.res"
+    text = std.read_text()
+    loader._parse.cache_clear()
+    first = loader._parse(text, str(std))
+    (entry,) = tmp_path.glob("std-*.pickle")
+    loader._parse.cache_clear()
+    assert loader._parse(text, str(std)) == first == parse(text, str(std))
+    entry.write_bytes(b"not a pickle")  # a damaged entry is parsed again and replaced
+    loader._parse.cache_clear()
+    assert loader._parse(text, str(std)) == first
+    assert entry.read_bytes() != b"not a pickle"
+    loader._parse.cache_clear()
+    loader._parse(text + "\n# edited\n", str(std))  # only the file as shipped is cached
+    assert len(list(tmp_path.glob("std-*.pickle"))) == 1
+    monkeypatch.setenv("RESDSL_CACHE_DIR", str(tmp_path / "file" / "x"))
+    (tmp_path / "file").write_text("")  # a cache folder that cannot be made: still parses
+    loader._parse.cache_clear()
+    assert loader._parse(text, str(std)) == first
+    loader._parse.cache_clear()
