@@ -433,9 +433,8 @@ def test_cli_emit_ir_shows_fused_nodes_and_no_fuse_turns_them_off():
 def test_random_specs_fused_equal_unfused():
     """Random valid specs of every family (custom shortcuts and nested orderings included):
     the fused build's outputs and input gradient in train mode equal the unfused build's."""
-    from hypothesis import HealthCheck, given, note, settings
-
     import strategies as S
+    from hypothesis import HealthCheck, given, note, settings
 
     @settings(max_examples=max(1, 6 * settings.default.max_examples // 100), deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
