@@ -35,6 +35,7 @@ appears). No atomics: the same inputs give bitwise-identical outputs on every ru
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import os
 
@@ -714,20 +715,16 @@ def bn_act_torch(x, weight, bias, running_mean, running_var, residual=None, *,
     return _act(y, relu) + residual
 
 
-@functools.cache
-def _triton_available() -> bool:
-    try:
-        _triton()
-    except RuntimeError:
-        return False
-    return True
+# whether triton is installed, found without importing it (a plain module constant, which
+# torch.compile reads without a graph break)
+HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def _use_triton(choice: str, x: torch.Tensor) -> bool:
-    """"triton": always; "torch": never; "auto": CUDA tensors when triton imports."""
+    """"triton": always; "torch": never; "auto": CUDA tensors when triton is installed."""
     if choice == "triton":
         return True
-    return choice == "auto" and x.is_cuda and _triton_available()
+    return choice == "auto" and x.is_cuda and HAS_TRITON
 
 
 def _verify_batch_size(size: torch.Size) -> None:
