@@ -24,8 +24,14 @@ Bytes moved, in passes over one activation-sized tensor (floor from issue 5):
                         ("pre" reads r in the stats pass too: 5)
     backward            read dy, x, mask (sums); read dy, x, mask; write dx, dr
                                                                             6 (+2 masks)
-                        ("post"/no-residual: 5, dr is dy itself; "pre": 6, dr is dx itself)
+                        ("post", "mid" without ReLU, no residual: 5, dr is dy itself;
+                         "pre": 7, r read in both passes, dr is dx itself)
 Eager PyTorch moves about 7 (eval), 8 (training forward) and 8 (backward).
+
+Arithmetic is float32 (float64 for float64 inputs, so gradcheck works); outputs and grads are
+stored in the input dtype, statistics in float32 (the weight's dtype for its grads), as
+F.batch_norm does for bf16 activations with float32 parameters under autocast. Element counts
+are float32: exact up to 2**24 values per channel (batch 256 at 256x256 would exceed it).
 
 Reductions are deterministic: each program of a reduction kernel reduces a fixed set of tiles
 in a fixed order to per-channel partials, and a second small kernel merges the partials (Chan's
