@@ -19,10 +19,6 @@ printed last.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -30,21 +26,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+from common import header, load, table  # noqa: E402
 
 import resdsl  # noqa: E402
 
 RESNET = ROOT / "specs" / "resnet.res"
 GOAL_VS_EAGER = 0.65
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def reference() -> torch.nn.Module:
@@ -112,15 +103,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT),
-                                                          *sys.argv[1:]])
-    print(f"# {cmd} — {now}")
-    print(f"# {os.cpu_count()} cores (nproc), {platform.machine()}; Python "
-          f"{platform.python_version()}, torch {torch.__version__}, torchvision "
-          f"{torchvision.__version__}, resdsl {resdsl.__version__}; torch threads "
-          f"{torch.get_num_threads()}")
-    print(f"# load average before: {load()}")
+    header(__file__, ROOT, f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+                           f"resdsl {resdsl.__version__}; torch threads {torch.get_num_threads()}")
     print(f"# resnet50, batch {args.batch}, {args.size}x{args.size}, float32, eval, inference_mode, "
           f"{args.warmup} warm-up + {args.runs} rounds in rotating order", flush=True)
     ms = models(not args.no_compile)
@@ -147,10 +131,7 @@ def main() -> None:
             result = "PASS" if ok else "FAIL"
         rows.append((k, f"{med(v) * 1e3:.1f}", f"{min(v) * 1e3:.1f}", f"{ratio[k]:.3f}",
                      f"{err[k]:.1e}", goal, result))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    table(rows)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,6 @@ times and compare. The table is printed last.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -30,22 +26,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+from common import header, load, table  # noqa: E402
 
 import resdsl  # noqa: E402
 
 RESNET = ROOT / "specs" / "resnet.res"
 GOAL_RATIO = 1.03
 GOAL_BUILD_S = 1.0
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def timed(fn) -> float:
@@ -125,15 +116,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT),
-                                                          *sys.argv[1:]])
-    print(f"# {cmd} — {now}")
-    print(f"# {os.cpu_count()} cores (nproc), {platform.machine()}, {platform.processor() or '?'}; "
-          f"Python {platform.python_version()}, torch {torch.__version__}, torchvision "
-          f"{torchvision.__version__}, resdsl {resdsl.__version__}; torch threads "
-          f"{torch.get_num_threads()}")
-    print(f"# load average before: {load()}")
+    header(__file__, ROOT, f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+                           f"resdsl {resdsl.__version__}; torch threads {torch.get_num_threads()}")
     print(f"# forward: resnet50, batch {args.batch}, {args.size}x{args.size}, float32, eval, "
           f"no_grad, {args.warmup} warm-up + {args.runs} interleaved rounds (resdsl, "
           "torchvision, torchvision control)", flush=True)
@@ -167,10 +151,7 @@ def main() -> None:
          "PASS" if b["ours"] < GOAL_BUILD_S else "FAIL"),
         ("  (first build in the process, s)", f"{b['cold']:.3f}", "", "", "", ""),
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    table(rows)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def bn_act(x, weight, bias, running_mean, running_var, residual=None, *, trainin
     if choice not in KERNELS:
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {choice!r}")
     if choice == "triton" or (choice == "auto" and x.is_cuda):
-        fused = _triton_bn_act(required=choice == "triton")
+        fused = _triton("bn_act", required=choice == "triton")
         if fused is not None:
             return fused(x, weight, bias, running_mean, running_var, residual, training=training,
                          momentum=momentum, eps=eps, relu=relu, residual_at=residual_at,
@@ -93,11 +93,12 @@ def bn_act(x, weight, bias, running_mean, running_var, residual=None, *, trainin
     return y
 
 
-def _triton_bn_act(required: bool):
-    """resdsl's fused kernels, or None where they cannot be imported (a standalone file on a
-    machine without resdsl or triton) and PyTorch ops will do."""
+def _triton(name: str, required: bool):
+    """A function of resdsl's fused kernels (`bn_act`, `add_act`), or None where they cannot
+    be imported (a standalone file on a machine without resdsl or triton) and PyTorch ops
+    will do."""
     try:  # by name: a standalone file must not need resdsl
-        return importlib.import_module("resdsl.backends.bn_act").bn_act
+        return getattr(importlib.import_module("resdsl.backends.bn_act"), name)
     except ImportError:
         if required:
             raise
@@ -154,7 +155,7 @@ class AddAct(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         if self.residual_at == "mid" and (self.kernels == "triton" or x.is_cuda):
-            fused = _triton_add_act(required=self.kernels == "triton")
+            fused = _triton("add_act", required=self.kernels == "triton")
             if fused is not None:
                 return fused(x, residual, relu=self.relu, kernels=self.kernels)
         if self.residual_at == "mid":
@@ -167,15 +168,6 @@ class AddAct(nn.Module):
 
     def extra_repr(self) -> str:
         return f"relu={self.relu}, residual_at={self.residual_at!r}"
-
-
-def _triton_add_act(required: bool):
-    try:  # by name: a standalone file must not need resdsl
-        return importlib.import_module("resdsl.backends.bn_act").add_act
-    except ImportError:
-        if required:
-            raise
-        return None
 
 
 def fold_conv_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn_weight: torch.Tensor,

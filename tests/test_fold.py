@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -26,21 +27,11 @@ from resdsl.fold import fold  # noqa: E402
 from resdsl.graph import totals  # noqa: E402
 from resdsl.runtime import fold_conv_bn, fold_state_dict  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import randomise_bn  # noqa: E402
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 RESNET = SPECS / "resnet.res"
-
-
-def randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """BN statistics and affine parameters away from 0/1, so that folding is exercised."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(c, generator=g) - 0.5)
 
 
 def rel_close(got: torch.Tensor, want: torch.Tensor, tol: float = 1e-4) -> None:

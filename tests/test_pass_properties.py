@@ -19,9 +19,9 @@ from resdsl.graph import totals
 
 sys.path.insert(0, os.path.dirname(__file__))
 import strategies as S  # noqa: E402  (tests/ is not a package)
+from helpers import randomise_bn  # noqa: E402
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 
 import resdsl  # noqa: E402
 
@@ -34,18 +34,6 @@ def _settings(n: int) -> settings:
                                            HealthCheck.data_too_large])
 
 
-def _randomise_bn(model: nn.Module) -> None:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(c, generator=g) - 0.5)
-
-
 def _pair(spec: S.NetSpec):
     note(spec.text)
     torch.manual_seed(0)
@@ -53,7 +41,7 @@ def _pair(spec: S.NetSpec):
     plain = resdsl.build(spec.text, spec.network, fuse=False)
     assert {k: v.shape for k, v in fused.state_dict().items()} == \
         {k: v.shape for k, v in plain.state_dict().items()}
-    _randomise_bn(plain)
+    randomise_bn(plain)
     fused.load_state_dict(plain.state_dict(), strict=True)
     return fused, plain
 
@@ -100,7 +88,7 @@ def test_folding_keeps_the_eval_model(spec):
     note(spec.text)
     torch.manual_seed(0)
     model = resdsl.build(spec.text, spec.network)
-    _randomise_bn(model)
+    randomise_bn(model)
     model.eval()
     fast = resdsl.optimize(model)
     assert totals(fast.resdsl_graph)["params"] == sum(p.numel() for p in fast.parameters())
