@@ -34,3 +34,26 @@ def table(rows: list[tuple[str, ...]]) -> None:
     for r in rows:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                         for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+
+
+def forward_args(doc: str, warmup: int, extra=None):
+    """The options of a forward-pass benchmark (rounds, warm-up, batch, size, threads), parsed;
+    `extra(parser)` adds a script's own. Sets torch's thread count when asked."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=9, help="timed rounds (median; at least 5)")
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    if extra:
+        extra(ap)
+    args = ap.parse_args()
+    if args.runs < 5:
+        ap.error("--runs must be at least 5")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args

@@ -18,7 +18,6 @@ printed last.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from common import header, load, table  # noqa: E402
+from common import forward_args, header, load, table  # noqa: E402
 
 import resdsl  # noqa: E402
 
@@ -90,18 +89,8 @@ def measure(ms: dict[str, torch.nn.Module], x: torch.Tensor, runs: int, warmup: 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=9, help="timed rounds (median; at least 5)")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
-    args = ap.parse_args()
-    if args.runs < 5:
-        ap.error("--runs must be at least 5")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = forward_args(__doc__, warmup=3, extra=lambda ap: ap.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile rows"))
 
     header(__file__, ROOT, f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
                            f"resdsl {resdsl.__version__}; torch threads {torch.get_num_threads()}")
