@@ -33,7 +33,7 @@ from torch import nn
 
 # Names the generated module-level code uses itself.
 _TAKEN = {"torch", "nn", "F", "PadShortcut", "projection", "avg_down", "init_weights",
-          "OrderedDict", "Optional", "BatchNormAct2d", "AddAct",
+          "OrderedDict", "Optional", "BatchNormAct2d", "Conv2dAct",
           "fold_state_dict"}
 KERNELS = ("auto", "triton", "torch")
 
@@ -117,14 +117,18 @@ def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset
         s[f"{key}_{field_}"] = value
         return "{" + f"{key}_{field_}" + "}"
 
-    if op == "conv":
+    if op in ("conv", "conv_act"):
         optional = []
         for name, default in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)),
                               ("groups", 1)):
             slot(name, a[name])
             optional.append((name, f"{key}_{name}", default))
-        return Ctor(f"nn.Conv2d({slot('in', a['in_channels'])}, {slot('out', a['out'])}, "
-                    f"{slot('k', a['kernel'])}{{OPTIONAL}}, bias={_num(a['bias'])})", s,
+        cls, act = "nn.Conv2d", ""
+        if op == "conv_act":  # with the epilogue of the BN folded into it (resdsl/fold.py)
+            cls, act = "Conv2dAct", f", relu={_num(a['relu'])}"
+            act += f', residual_at="{a["residual_at"]}"' if a["residual_at"] else ""
+        return Ctor(f"{cls}({slot('in', a['in_channels'])}, {slot('out', a['out'])}, "
+                    f"{slot('k', a['kernel'])}{{OPTIONAL}}, bias={_num(a['bias'])}{act})", s,
                     tuple(optional))
     if op == "bn":
         extra = "".join(f", {k}={_num(a[k])}" for k, dflt in (("eps", 1e-5), ("momentum", 0.1))
@@ -136,10 +140,6 @@ def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset
         extra += ", relu=True" if a["relu"] else ""
         extra += f', residual_at="{a["residual_at"]}"' if a["residual_at"] else ""
         return Ctor(f"BatchNormAct2d({slot('c', d['shape'][0])}{extra})", s)
-    if op == "act":  # a fused BN's relu / residual add, the BN folded away (resdsl/fold.py)
-        if a["residual_at"] is None:
-            return Ctor("nn.ReLU(inplace=True)")  # its input: a conv output nothing else reads
-        return Ctor(f"AddAct(relu={_num(a['relu'])}, residual_at=\"{a['residual_at']}\")")
     if op == "relu":
         return Ctor(f"nn.ReLU(inplace={_num(_inplace_ok(g, v, keep))})")
     if op == "maxpool":
@@ -506,7 +506,7 @@ class Emitter:
                  "        super().__init__()"]
         lines += ["        " + x.replace("\n", "\n") for x in init]
         lines.append("        init_weights(self, zero_init_residual)")
-        fused = sorted(self.needs & {"BatchNormAct2d", "AddAct"})
+        fused = sorted(self.needs & {"BatchNormAct2d", "Conv2dAct"})
         if fused:
             lines += ["        for m in self.modules():  # the fused ops' kernels",
                       f"            if isinstance(m, {' | '.join(fused)}):",
@@ -547,7 +547,7 @@ class Emitter:
     def kernels_arg(self) -> str:
         """The network's `kernels` parameter where it has fused BNs: "auto" (Triton on CUDA
         tensors), "triton", "torch", or None for $RESDSL_KERNELS at run time."""
-        if not self.needs & {"BatchNormAct2d", "AddAct"}:
+        if not self.needs & {"BatchNormAct2d", "Conv2dAct"}:
             return ""
         return f", kernels: str | None = {self.kernels and repr(self.kernels)}"
 
@@ -577,8 +577,8 @@ class Emitter:
         self.check_names()
         if any(d["op"] == "bn_act" for _, d in self.g.nodes(data=True)):
             self.needs.add("BatchNormAct2d")
-        if any(d["op"] == "act" and d["attrs"]["residual_at"] for _, d in self.g.nodes(data=True)):
-            self.needs.add("AddAct")
+        if any(d["op"] == "conv_act" for _, d in self.g.nodes(data=True)):
+            self.needs.add("Conv2dAct")
         for b in _all_blocks(self.net):
             self.collect(b)
         for cls in self.classes.values():

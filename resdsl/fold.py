@@ -5,12 +5,13 @@ math, `runtime.fold_conv_bn`, is a pure function). In eval mode BN is the per-ch
 map y = (x - mean) / sqrt(var + eps) * weight + bias, so conv -> bn is one conv with a bias.
 
     conv -> bn                  conv(bias)                the bn node leaves the graph
-    conv -> bn_act(...)         conv(bias) -> act(...)    the fused epilogue stays: relu,
-                                                          residual add, or both, in its order
+    conv -> bn_act(...)         conv_act(bias, ...)       the fused epilogue joins the conv:
+                                                          relu, residual add, or both, in order
 
 A BN after an add (`residual_at == "pre"`), after a pool or at a block's input (pre-activation)
 has no conv to fold into and stays. The conv records the BN it took in (`folded`), so the
-weights can follow (`runtime.fold_state_dict`); the `act` node keeps the BN's name, and so its place in the emitted code.
+weights can follow (`runtime.fold_state_dict`). A `conv_act` lowers to one oneDNN
+convolution with add and ReLU post-ops on CPU (`runtime.Conv2dAct`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 import networkx as nx
 
 from . import ir
+from .fuse import reordered
 from .infer import cost
 
 
@@ -33,6 +35,7 @@ def fold(g: nx.DiGraph, keep: Iterable[str] = ()) -> nx.DiGraph:
         conv = _conv_before(out, v)
         if conv is not None:
             _fold(out, conv, v)
+    out = reordered(out)
     ir.verify(out)
     return out
 
@@ -47,20 +50,24 @@ def _conv_before(g: nx.DiGraph, bn: str) -> str | None:
 
 
 def _fold(g: nx.DiGraph, conv: str, bn: str) -> None:
+    """Graph surgery: the conv takes the BN in (a bias), and a fused BN's relu / residual add
+    with it (`conv_act`, taking the BN's shortcut input and consumers)."""
     c, b = g.nodes[conv], g.nodes[bn]
-    c["attrs"] = {**c["attrs"], "bias": True}
-    (inp,) = [g.nodes[u]["shape"] for u in g.predecessors(conv)]
-    c.update(cost("conv", c["attrs"], inp, c["shape"]), fused="conv+bn",
+    attrs = {**c["attrs"], "bias": True}
+    fused = "conv+" + b.get("fused", "bn")
+    if b["op"] == "bn_act":
+        attrs.update(relu=b["attrs"]["relu"], residual_at=b["attrs"]["residual_at"])
+        c.update(op="conv_act", absorbed=(*b["absorbed"], bn))
+    for u, _, e in list(g.in_edges(bn, data=True)):
+        if u != conv:
+            g.add_edge(u, conv, **e)  # the shortcut, on port 1
+    if g.in_degree(conv) == 2:
+        (src,) = [u for u in g.predecessors(conv) if g.edges[u, conv].get("port") != 1]
+        g.edges[src, conv]["port"] = 0
+    for _, w, e in list(g.out_edges(bn, data=True)):
+        g.add_edge(conv, w, **e)
+    g.remove_node(bn)
+    (inp,) = [g.nodes[u]["shape"] for u in g.predecessors(conv)
+              if g.edges[u, conv].get("port", 0) == 0]
+    c.update(cost(c["op"], attrs, inp, c["shape"]), attrs=attrs, fused=fused,
              folded=(bn, b["attrs"]["eps"]))
-    if b["op"] == "bn":
-        for _, w, e in list(g.out_edges(bn, data=True)):
-            g.add_edge(conv, w, **e)
-        g.remove_node(bn)
-        return
-    a = b["attrs"]
-    ops = b["fused"].split("+")
-    ops.remove("bn")
-    b.update(op="act", attrs={"relu": a["relu"], "residual_at": a["residual_at"]},
-             fused="+".join(ops) if len(ops) > 1 else None,
-             **cost("act", {"relu": a["relu"], "residual_at": a["residual_at"]}, b["shape"],
-                    b["shape"]))

@@ -36,7 +36,7 @@ def fuse(g: nx.DiGraph, keep: Iterable[str] = ()) -> tuple[nx.DiGraph, bool]:
             _absorb(out, v, *chain)
             changed = True
     if changed:
-        out = _reordered(out)
+        out = reordered(out)
     ir.verify(out)
     return out, changed
 
@@ -107,7 +107,7 @@ def _absorb(g: nx.DiGraph, bn: str, absorbed: list[str], relu: bool, at: str | N
              fused="+".join(ops), absorbed=tuple(absorbed))
 
 
-def _reordered(g: nx.DiGraph) -> nx.DiGraph:
+def reordered(g: nx.DiGraph) -> nx.DiGraph:
     """The same graph with nodes in a topological order close to the builder's (a fused bn
     now reads the shortcut, which the builder added after it)."""
     index = {v: i for i, v in enumerate(g.nodes)}

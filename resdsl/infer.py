@@ -109,11 +109,13 @@ def cost(op: str, a: dict[str, Any], inp: Shape, out: Shape) -> dict[str, int]:
     """Parameters, buffers, multiply-accumulates and element-wise work of one op."""
     p = b = macs = elem = 0
     n_out = prod(out)
-    if op == "conv":
+    if op in ("conv", "conv_act"):
         kh, kw = a["kernel"]
         per_out = a["in_channels"] // a["groups"] * kh * kw
         p = a["out"] * per_out + (a["out"] if a["bias"] else 0)
         macs = n_out * per_out
+        if op == "conv_act":  # its epilogue: the residual add and the relu
+            elem = n_out * ((a["residual_at"] is not None) + a["relu"])
     elif op == "fc":
         p = a["in_features"] * a["out"] + (a["out"] if a["bias"] else 0)
         macs = a["in_features"] * a["out"]
@@ -121,8 +123,6 @@ def cost(op: str, a: dict[str, Any], inp: Shape, out: Shape) -> dict[str, int]:
         p, b, elem = 2 * inp[0], 2 * inp[0] + 1, n_out
     elif op in ("relu", "add"):
         elem = n_out
-    elif op == "act":
-        elem = n_out * ((a["residual_at"] is not None) + a["relu"])
     elif op == "maxpool":
         kh, kw = a["kernel"]
         elem = n_out * kh * kw

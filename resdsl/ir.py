@@ -6,8 +6,8 @@ Node id = the hierarchical name (`layer3.4.conv2`); node attributes:
   shape   output shape, batch left out: (C, H, W) or (F,)
   stage   `layer1` / `stem` / `head` / None      block   innermost block path or None
   span    the spec text that made it             params, buffers, macs, elementwise: counts
-  fused, absorbed   on `bn_act` (and `act`): its ops in order ("bn+add+relu") and the nodes it
-                    took in; on a conv a BN folded into: fused "conv+bn", folded = (the BN's name, eps)
+  fused, absorbed   on `bn_act` (and `conv_act`): its ops in order ("bn+add+relu") and the
+                    nodes it took in; on a conv a BN folded into: folded = (the BN's name, eps)
 Edges run producer -> consumer; the in-edges of an `add` (and of a `bn_act` with a residual)
 carry `port` 0 (residual) and 1 (shortcut) and the shortcut edge its `shortcut` kind. Graph
 attributes: name, input.
@@ -29,9 +29,10 @@ OPS: dict[str, tuple[str, ...]] = {
     # bn fused with a relu and/or a residual add (resdsl/fuse.py): relu(bn(x + r)) at "pre",
     # relu(bn(x) + r) at "mid", relu(bn(x)) + r at "post"; residual_at None: no add
     "bn_act": ("zero_init", "eps", "momentum", "relu", "residual_at"),
-    # what is left of a bn_act once its BN folded into the conv before it (resdsl/fold.py):
-    # the relu and/or residual add, in the same order
-    "act": ("relu", "residual_at"),
+    # a conv with a BN folded into it (resdsl/fold.py) and the relu / residual add that BN had
+    # absorbed, in the same order: relu(conv(x) + r) at "mid", relu(conv(x)) + r at "post"
+    "conv_act": ("in_channels", "out", "kernel", "stride", "padding", "groups", "dilation",
+                 "bias", "relu", "residual_at"),
     "relu": (),
     "maxpool": ("kernel", "stride", "padding", "ceil_mode"),
     "avgpool": ("kernel", "stride", "padding", "ceil_mode", "count_include_pad"),  # kernel None: global
@@ -69,7 +70,7 @@ def verify(g: nx.DiGraph) -> None:
 
 
 def _binary(d: dict[str, Any]) -> bool:
-    return d["op"] == "add" or (d["op"] in ("bn_act", "act")
+    return d["op"] == "add" or (d["op"] in ("bn_act", "conv_act")
                                 and d["attrs"]["residual_at"] is not None)
 
 

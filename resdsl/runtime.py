@@ -144,30 +144,51 @@ def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
                 nn.init.constant_(m.get_submodule(name).weight, 0)
 
 
-class AddAct(nn.Module):
-    """What is left of a fused BN once folded into the conv before it (resdsl.fold): the
-    residual add and ReLU in their order: relu(x + r) at "mid", relu(x) + r at "post". It
-    writes into x, the conv's output that nothing else reads, as torchvision's blocks do."""
+class Conv2dAct(nn.Conv2d):
+    """A conv with a BN folded into it and that BN's fused epilogue (resdsl.fold): ReLU and
+    the residual add in their order, relu(conv(x) + r) at "mid", relu(conv(x)) + r at
+    "post". Without autograd on CPU in float32, one oneDNN convolution with the add and ReLU
+    as post-ops (what inductor emits for the same pattern); elsewhere the conv, then the
+    epilogue in place on its fresh output (the Triton add_act kernel on CUDA)."""
 
-    def __init__(self, relu: bool = True, residual_at: str = "mid", kernels: str | None = None):
-        super().__init__()
+    def __init__(self, *args, relu: bool = True, residual_at: str | None = None,
+                 kernels: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
         self.relu, self.residual_at, self.kernels = relu, residual_at, kernels
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        if self.residual_at == "mid" and (self.kernels == "triton" or x.is_cuda):
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self._onednn(x):
+            return self._fused(x, residual)
+        y = super().forward(x)
+        if self.residual_at == "mid" and (self.kernels == "triton" or y.is_cuda):
             fused = _triton("add_act", required=self.kernels == "triton")
             if fused is not None:
-                return fused(x, residual, relu=self.relu, kernels=self.kernels)
+                return fused(y, residual, relu=self.relu, kernels=self.kernels)
         if self.residual_at == "mid":
-            x += residual
+            y += residual
         if self.relu:
-            x = torch.relu_(x)
+            y = torch.relu_(y)
         if self.residual_at == "post":
-            x += residual
-        return x
+            y = y + residual
+        return y
+
+    def _onednn(self, x: torch.Tensor) -> bool:
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.kernels != "triton"
+                and self.residual_at != "post" and self.padding_mode == "zeros"
+                and torch.backends.mkldnn.is_available() and not torch.is_grad_enabled()
+                and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
+
+    def _fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        act = "relu" if self.relu else "none"
+        args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
+        op = torch.ops.mkldnn._convolution_pointwise
+        if residual is None:
+            return op(x, *args, act, [], "")
+        return op.binary(x, residual, *args, "add", 1.0, "relu" if self.relu else None, [], "")
 
     def extra_repr(self) -> str:
-        return f"relu={self.relu}, residual_at={self.residual_at!r}"
+        at = f", residual_at={self.residual_at!r}" if self.residual_at else ""
+        return f"{super().extra_repr()}, relu={self.relu}{at}"
 
 
 def fold_conv_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn_weight: torch.Tensor,

@@ -101,12 +101,14 @@ def test_resnet50_folds_every_bn(fuse):
     assert all(g.nodes[v]["attrs"]["bias"] for v in folded)
     assert g.graph["inference"] is True
     assert ir.from_json(ir.to_json(g)).nodes(data=True) == g.nodes(data=True)
-    if fuse:  # what stays of bn3 = bn+add+relu is the add+relu, taking the shortcut
-        d = g.nodes["layer1.0.bn3"]
-        assert (d["op"], d["attrs"], d["fused"]) == ("act", {"relu": True, "residual_at": "mid"},
-                                                     "add+relu")
-        assert sorted(g.edges[u, "layer1.0.bn3"]["port"] for u in g.predecessors("layer1.0.bn3")) \
-            == [0, 1]
+    if fuse:  # bn3 = bn+add+relu joins conv3, which takes the shortcut
+        d = g.nodes["layer1.0.conv3"]
+        assert d["op"] == "conv_act" and d["fused"] == "conv+bn+add+relu"
+        assert (d["attrs"]["relu"], d["attrs"]["residual_at"]) == (True, "mid")
+        assert {u: g.edges[u, "layer1.0.conv3"]["port"] for u in
+                g.predecessors("layer1.0.conv3")} == {"layer1.0.conv2": 0,
+                                                      "layer1.0.downsample.0": 1}
+        assert "layer1.0.bn3" not in g
 
 
 def test_parameters_after_folding_are_the_modules():
@@ -220,7 +222,33 @@ def test_compile_inference_ir_shows_the_folds():
                                        "--emit", "ir"])
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert "conv1 = conv(in=3, out=64, k=7, s=2, p=3, bias=true) : 64x112x112 <- input  " \
-           "# fused conv+bn" in lines
-    assert "layer1.0.bn2 = act(relu=true, residual_at=mid) : 64x56x56 <- layer1.0.conv2, " \
-           "maxpool [identity]  # fused add+relu" in lines
+    assert "conv1 = conv_act(in=3, out=64, k=7, s=2, p=3, bias=true, relu=true) : 64x112x112 " \
+           "<- input  # fused conv+bn+relu" in lines
+    assert "layer1.0.conv2 = conv_act(in=64, out=64, k=3, s=1, p=1, bias=true, relu=true, " \
+           "residual_at=mid) : 64x56x56 <- layer1.0.conv1, maxpool [identity]  " \
+           "# fused conv+bn+add+relu" in lines
+    names = [line.split(" = ")[0] for line in lines[1:]]  # in a topological order
+    assert names.index("layer2.0.downsample.0") < names.index("layer2.0.conv2")
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("at", [None, "mid", "post"])
+def test_conv_act_paths_agree(at, relu):
+    """Conv2dAct: the oneDNN post-op path (no autograd, CPU float32) and the plain one equal
+    the conv followed by the epilogue written out."""
+    from resdsl.runtime import Conv2dAct
+
+    torch.manual_seed(4)
+    m = Conv2dAct(6, 8, 3, stride=2, padding=1, bias=True, relu=relu, residual_at=at)
+    x = torch.randn(2, 6, 9, 9).contiguous(memory_format=torch.channels_last)
+    r = torch.randn(2, 8, 5, 5) if at else None
+    want = nn.functional.conv2d(x, m.weight, m.bias, 2, 1)
+    want = want + r if at == "mid" else want
+    want = torch.relu(want) if relu else want
+    want = want + r if at == "post" else want
+    with torch.no_grad():
+        fast = m(x, r)
+    slow = m(x, r)
+    assert slow.requires_grad
+    torch.testing.assert_close(fast, want.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(slow.detach(), want.detach(), rtol=1e-5, atol=1e-5)
