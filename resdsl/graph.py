@@ -209,7 +209,8 @@ def path_stride(g: nx.DiGraph, v: str, start: str | None = None) -> tuple[int, i
     sh = sw = 1
     while v != start:
         d = g.nodes[v]
-        if d["op"] in ("conv", "maxpool", "avgpool") and d["attrs"].get("kernel") is not None:
+        if (d["op"] in ("conv", "conv_act", "maxpool", "avgpool")
+                and d["attrs"].get("kernel") is not None):
             sh, sw = sh * d["attrs"]["stride"][0], sw * d["attrs"]["stride"][1]
         elif d["op"] == "pad":
             sh, sw = sh * d["attrs"]["stride"], sw * d["attrs"]["stride"]

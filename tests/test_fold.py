@@ -252,3 +252,11 @@ def test_conv_act_paths_agree(at, relu):
     assert slow.requires_grad
     torch.testing.assert_close(fast, want.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(slow.detach(), want.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_compile_inference_reports_feature_strides():
+    """The folded graph's conv_act nodes keep their strides in the reported reductions."""
+    result = CliRunner().invoke(main, ["compile", str(RESNET), "-n", "resnet18", "--inference",
+                                       "--features", "layer2,layer4", "-o", "-"])
+    assert result.exit_code == 0
+    assert result.stderr.endswith("output layer2 128ch/8, layer4 512ch/32\n")
