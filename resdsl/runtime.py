@@ -71,10 +71,8 @@ def bn_act(x, weight, bias, running_mean, running_var, residual=None, *, trainin
            kernels: str | None = None) -> torch.Tensor:
     """act(bn(x) [+ residual]) by `kernels` (see BatchNormAct2d): the Triton kernels of
     resdsl.backends.bn_act, imported only when chosen, or PyTorch ops."""
-    choice = os.environ.get("RESDSL_KERNELS", "auto") if kernels is None else kernels
-    if choice not in KERNELS:
-        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {choice!r}")
-    if choice == "triton" or (choice == "auto" and x.is_cuda):
+    choice = _choice(kernels)
+    if _use_triton(choice, x):
         fused = _triton("bn_act", required=choice == "triton")
         if fused is not None:
             return fused(x, weight, bias, running_mean, running_var, residual, training=training,
@@ -83,7 +81,27 @@ def bn_act(x, weight, bias, running_mean, running_var, residual=None, *, trainin
     if residual is not None and residual_at == "pre":
         x = x + residual
     y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    # in place on the BN's fresh output (its backward reads x, not y), as torchvision does
+    return _epilogue(y, residual, relu, residual_at)
+
+
+def _choice(kernels: str | None) -> str:
+    """The kernels asked for: `kernels`, else $RESDSL_KERNELS, else "auto"; checked."""
+    choice = os.environ.get("RESDSL_KERNELS", "auto") if kernels is None else kernels
+    if choice not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {choice!r}")
+    return choice
+
+
+def _use_triton(choice: str, x: torch.Tensor) -> bool:
+    return choice == "triton" or (choice == "auto" and x.is_cuda)
+
+
+def _epilogue(y: torch.Tensor, residual: torch.Tensor | None, relu: bool,
+              residual_at: str | None) -> torch.Tensor:
+    """The residual add ("mid": before the ReLU, "post": after it) and the ReLU on a fresh
+    output y: in place where no backward reads y (a BN's or conv's backward reads its input),
+    as torchvision does; the add after a ReLU makes a new tensor (the ReLU's backward reads
+    its output)."""
     if residual is not None and residual_at == "mid":
         y += residual
     if relu:
@@ -157,23 +175,18 @@ class Conv2dAct(nn.Conv2d):
         self.relu, self.residual_at, self.kernels = relu, residual_at, kernels
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self._onednn(x):
+        choice = _choice(self.kernels)
+        if self._onednn(x, choice):
             return self._fused(x, residual)
         y = super().forward(x)
-        if self.residual_at == "mid" and (self.kernels == "triton" or y.is_cuda):
-            fused = _triton("add_act", required=self.kernels == "triton")
+        if self.residual_at == "mid" and _use_triton(choice, y):
+            fused = _triton("add_act", required=choice == "triton")
             if fused is not None:
-                return fused(y, residual, relu=self.relu, kernels=self.kernels)
-        if self.residual_at == "mid":
-            y += residual
-        if self.relu:
-            y = torch.relu_(y)
-        if self.residual_at == "post":
-            y = y + residual
-        return y
+                return fused(y, residual, relu=self.relu, kernels=choice)
+        return _epilogue(y, residual, self.relu, self.residual_at)
 
-    def _onednn(self, x: torch.Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.kernels != "triton"
+    def _onednn(self, x: torch.Tensor, choice: str) -> bool:
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and choice != "triton"
                 and self.residual_at != "post" and self.padding_mode == "zeros"
                 and torch.backends.mkldnn.is_available() and not torch.is_grad_enabled()
                 and not torch.jit.is_scripting() and not torch.compiler.is_compiling())

@@ -254,6 +254,14 @@ def test_conv_act_paths_agree(at, relu):
     torch.testing.assert_close(slow.detach(), want.detach(), rtol=1e-5, atol=1e-5)
 
 
+def test_conv_act_checks_its_kernels():
+    from resdsl.runtime import Conv2dAct
+
+    m = Conv2dAct(2, 2, 1, relu=True, kernels="cuda")
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        m(torch.randn(1, 2, 3, 3))
+
+
 def test_compile_inference_reports_feature_strides():
     """The folded graph's conv_act nodes keep their strides in the reported reductions."""
     result = CliRunner().invoke(main, ["compile", str(RESNET), "-n", "resnet18", "--inference",
