@@ -36,6 +36,8 @@ _TAKEN = {"torch", "nn", "F", "PadShortcut", "projection", "avg_down", "init_wei
           "OrderedDict", "Optional", "BatchNormAct2d", "Conv2dAct",
           "fold_state_dict"}
 KERNELS = ("auto", "triton", "torch")
+# runtime modules with a `kernels` attribute (Triton or PyTorch ops), set by the network
+KERNEL_MODULES = {"BatchNormAct2d", "Conv2dAct"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -506,7 +508,7 @@ class Emitter:
                  "        super().__init__()"]
         lines += ["        " + x.replace("\n", "\n") for x in init]
         lines.append("        init_weights(self, zero_init_residual)")
-        fused = sorted(self.needs & {"BatchNormAct2d", "Conv2dAct"})
+        fused = sorted(self.needs & KERNEL_MODULES)
         if fused:
             lines += ["        for m in self.modules():  # the fused ops' kernels",
                       f"            if isinstance(m, {' | '.join(fused)}):",
@@ -533,13 +535,14 @@ class Emitter:
         self.needs.add("fold_state_dict")
         items = "".join(f"\n        {c!r}: ({b!r}, {_num(eps)})," for c, (b, eps) in
                         self.folded.items())
-        return [f"    # conv -> (the BN folded into it, its eps), from `resdsl compile --inference`",
+        doc = ("This network with the weights of a trained one whose BNs are apart "
+               "(resdsl.build's\n        or torchvision's layout): each BN folds into its conv; "
+               "eval mode, channels_last.")
+        return ["    # conv -> (the BN folded into it, its eps), from `resdsl compile --inference`",
                 f"    FOLDED = {{{items}\n    }}", "",
                 "    @classmethod",
                 "    def from_trained(cls, state_dict, **kwargs):",
-                '        """This network with the weights of a trained one whose BNs are apart '
-                "(resdsl.build's\n        or torchvision's layout): each BN folds into its conv; "
-                'eval mode, channels_last."""',
+                f'        """{doc}"""',
                 "        model = cls(**kwargs)",
                 "        model.load_state_dict(fold_state_dict(state_dict, cls.FOLDED))",
                 "        return model.eval().to(memory_format=torch.channels_last)", ""]
@@ -547,7 +550,7 @@ class Emitter:
     def kernels_arg(self) -> str:
         """The network's `kernels` parameter where it has fused BNs: "auto" (Triton on CUDA
         tensors), "triton", "torch", or None for $RESDSL_KERNELS at run time."""
-        if not self.needs & {"BatchNormAct2d", "Conv2dAct"}:
+        if not self.needs & KERNEL_MODULES:
             return ""
         return f", kernels: str | None = {self.kernels and repr(self.kernels)}"
 

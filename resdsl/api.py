@@ -73,16 +73,23 @@ def build(spec: str | Path, network: str | None = None, *, features: list[str] |
     layers or stages whose outputs `forward` returns as a list instead of the logits; `fuse`
     runs the fusion pass (docs/passes.md); `kernels` ("auto", "triton", "torch"; None:
     $RESDSL_KERNELS) picks the fused BNs' implementation."""
-    from .backends.pytorch import emit, instantiate
-
     net, g, file = _lowered(spec, network, features, input_shape, max_layers, fuse, max_params,
                             max_macs, allow_any_path, False, overrides)
-    source, cls = emit(net, g, file, features, False, kernels)
-    model = instantiate(source, cls, f"<resdsl {g.graph['name']}>", zero_init_residual)
-    model.resdsl_graph, model.resdsl_net = g, net
-    model.resdsl_options = {"features": features, "kernels": kernels, "file": file}
-    if features:
-        model.feature_info = feature_info(g, features)
+    return _module(net, g, {"features": features, "kernels": kernels, "file": file},
+                   zero_init_residual)
+
+
+def _module(net, g, opts: dict[str, Any], zero_init_residual: bool = False):
+    """The nn.Module of a lowered graph (the code `resdsl compile` writes, executed), with
+    what `optimize` needs to compile it again: its graph, network and options."""
+    from .backends.pytorch import emit, instantiate
+
+    source, cls = emit(net, g, opts["file"], opts["features"], False, opts["kernels"])
+    name = g.graph["name"] + (" inference" if g.graph.get("inference") else "")
+    model = instantiate(source, cls, f"<resdsl {name}>", zero_init_residual)
+    model.resdsl_graph, model.resdsl_net, model.resdsl_options = g, net, opts
+    if opts["features"]:
+        model.feature_info = feature_info(g, opts["features"])
     return model
 
 
@@ -93,23 +100,17 @@ def optimize(model):
     Its outputs equal `model.eval()`'s up to rounding. The model itself is left as it is."""
     import torch
 
-    from .backends.pytorch import emit, instantiate
     from .fold import fold
     from .runtime import fold_state_dict
 
     if not hasattr(model, "resdsl_net"):
         raise TypeError("resdsl.optimize takes a model made by resdsl.build")
     opts = model.resdsl_options
-    g = fold(model.resdsl_graph, keep=opts["features"] or ())
-    source, cls = emit(model.resdsl_net, g, opts["file"], opts["features"], False,
-                       opts["kernels"])
-    fast = instantiate(source, cls, f"<resdsl {g.graph['name']} inference>")
+    fast = _module(model.resdsl_net, fold(model.resdsl_graph, keep=opts["features"] or ()),
+                   opts)
+    # what the emitted from_trained does, on the model already made
     fast.load_state_dict(fold_state_dict(model.state_dict(), type(fast).FOLDED))
-    fast = fast.eval().to(memory_format=torch.channels_last)
-    fast.resdsl_graph, fast.resdsl_net, fast.resdsl_options = g, model.resdsl_net, opts
-    if opts["features"]:
-        fast.feature_info = model.feature_info
-    return fast
+    return fast.eval().to(memory_format=torch.channels_last)
 
 
 def feature_info(g, features: list[str]) -> list[dict[str, Any]]:
