@@ -655,5 +655,5 @@ def located(err: ResdslError) -> tuple[nx.DiGraph, tuple[str, str, str]] | None:
     for e in err.errors:
         g = getattr(e, "partial_graph", None)
         if g is not None:
-            return g, (getattr(e, "node", ""), e.code, e.message)
+            return g.to_networkx(), (getattr(e, "node", ""), e.code, e.message)
     return None

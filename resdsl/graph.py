@@ -3,13 +3,16 @@
 Shapes are needed while building: a `projection` shortcut is the identity where the residual
 branch keeps the shape and a 1x1 conv + bn where it does not. On a shape error the partial
 graph and the offending node travel with the exception, so `draw` can show the mistake.
+
+The builder fills a `Draft`, the few DiGraph methods it needs over plain dicts, because
+`import networkx` costs more than all the rest of `resdsl check` (benchmarks/results/
+frontend-cpu.txt): `draft_graph` is what `check` needs, `build_graph` the networkx.DiGraph
+that every later stage takes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from . import ir
 from .elaborate import BlockNode, GroupNode, LayerNode, NetNode, Node, ShortcutNode, StageNode
@@ -17,8 +20,52 @@ from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError, Sp
 from .infer import cost, infer_shape
 from .ir import shape_str
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 # Layer kinds whose attributes pass to the IR unchanged (conv and fc gain their input size).
 _KEEP = {op: set(attrs) for op, attrs in ir.OPS.items()}
+
+
+class _Nodes(dict):
+    """`g.nodes[v]` and `g.nodes(data=True)`, as on a networkx.DiGraph."""
+
+    def __call__(self, data: bool = False) -> Iterator:
+        return iter(self.items() if data else self)
+
+
+class Draft:
+    """A directed graph under construction: the subset of networkx.DiGraph's interface that
+    building, shape inference, `path_stride` and `totals` use, in the same insertion order."""
+
+    def __init__(self, **graph: Any):
+        self.graph = graph
+        self.nodes = _Nodes()
+        self.edges: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pred: dict[str, list[str]] = {}
+
+    def __contains__(self, v: object) -> bool:
+        return v in self.nodes
+
+    def add_node(self, v: str, **attrs: Any) -> None:
+        assert v not in self.nodes, v
+        self.nodes[v], self._pred[v] = attrs, []
+
+    def add_edge(self, u: str, v: str, **attrs: Any) -> None:
+        assert u in self.nodes and v in self.nodes and (u, v) not in self.edges, (u, v)
+        self.edges[u, v] = attrs
+        self._pred[v].append(u)
+
+    def predecessors(self, v: str) -> Iterator[str]:
+        return iter(self._pred[v])
+
+    def to_networkx(self) -> nx.DiGraph:
+        """The same graph as a networkx.DiGraph (the graph IR), sharing the attribute values."""
+        import networkx as nx
+        g = nx.DiGraph(**self.graph)
+        g.add_nodes_from(self.nodes.items())
+        g.add_edges_from((u, v, d) for (u, v), d in self.edges.items())
+        return g
 
 
 @dataclass(frozen=True)
@@ -30,12 +77,12 @@ class Ctx:
 class Builder:
     def __init__(self, net: NetNode, input_shape: tuple[int, int, int] | None = None):
         shape = tuple(input_shape or net.input)
-        self.g = nx.DiGraph(name=net.name, input=shape, groups={})
+        self.g = Draft(name=net.name, input=shape, groups={})
         self.net = net
         self.g.add_node("input", op="input", attrs={}, shape=shape, stage=None, block=None,
                         span=net.input_span, params=0, buffers=0, macs=0, elementwise=0)
 
-    def build(self) -> nx.DiGraph:
+    def build(self) -> Draft:
         out = self.seq(self.net.items, "input", Ctx())
         self.add("output", "output", {}, [out], self.net.span, Ctx())
         return self.g
@@ -180,10 +227,14 @@ class Builder:
 
 def build_graph(net: NetNode, input_shape: tuple[int, int, int] | None = None) -> nx.DiGraph:
     """The graph IR of an elaborated network, shaped for `input_shape` (default: the spec's)."""
+    return draft_graph(net, input_shape).to_networkx()
+
+
+def draft_graph(net: NetNode, input_shape: tuple[int, int, int] | None = None) -> Draft:
+    """`build_graph` without networkx: every shape and count, for checking."""
     if input_shape is not None:
         input_shape = check_input_shape(input_shape)
-    g = Builder(net, input_shape).build()
-    return g
+    return Builder(net, input_shape).build()
 
 
 def check_input_shape(shape: Any) -> tuple[int, int, int]:
@@ -198,11 +249,11 @@ def check_input_shape(shape: Any) -> tuple[int, int, int]:
     return (shape[0], shape[1], shape[2])
 
 
-def totals(g: nx.DiGraph) -> dict[str, int]:
+def totals(g: nx.DiGraph | Draft) -> dict[str, int]:
     return {c: sum(d[c] for _, d in g.nodes(data=True)) for c in ir.COUNTS}
 
 
-def path_stride(g: nx.DiGraph, v: str, start: str | None = None) -> tuple[int, int]:
+def path_stride(g: nx.DiGraph | Draft, v: str, start: str | None = None) -> tuple[int, int]:
     """The total stride from `start` (default: the input) to v: the product of the convs' and
     pools' strides along the main inputs (port 0; through nested blocks along their residual
     side). A global pool has no stride."""
@@ -225,7 +276,7 @@ MAX_PARAMS = 1_000_000_000   # 4 GB of float32 weights
 MAX_MACS = 10 ** 12          # multiply-accumulates per sample
 
 
-def check_costs(g: nx.DiGraph, span: Span | None, max_params: int = MAX_PARAMS,
+def check_costs(g: nx.DiGraph | Draft, span: Span | None, max_params: int = MAX_PARAMS,
                 max_macs: int = MAX_MACS) -> None:
     """E505/E506 when a shaped network needs more parameters or MACs than the limits: checked
     after shape inference, before any backend allocates anything."""

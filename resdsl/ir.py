@@ -15,11 +15,12 @@ attributes: name, input.
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from .errors import Span
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # op -> its attributes. This is the whole op set; every backend handles exactly these.
 OPS: dict[str, tuple[str, ...]] = {
@@ -50,6 +51,7 @@ COUNTS = ("params", "buffers", "macs", "elementwise")
 def verify(g: nx.DiGraph) -> None:
     """Check our own invariants (not user input): a DAG over known ops, one input, one output,
     arities right, every node shaped and counted."""
+    import networkx as nx
     assert nx.is_directed_acyclic_graph(g), "graph has a cycle"
     ins = [v for v, d in g.nodes(data=True) if d["op"] == "input"]
     outs = [v for v, d in g.nodes(data=True) if d["op"] == "output"]
@@ -155,6 +157,7 @@ def to_json(g: nx.DiGraph) -> str:
 
 def from_json(text: str) -> nx.DiGraph:
     data = json.loads(text)
+    import networkx as nx
     g = nx.DiGraph(**_decode(data["graph"]))
     for node in data["nodes"]:
         attrs = _decode({k: x for k, x in node.items() if k != "id"})

@@ -8,25 +8,32 @@ lower it first (fusion), which changes no shape or count.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import networkx as nx
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from .check import check_scope
 from .elaborate import MAX_LAYERS, NetNode, Value, concrete_networks, elaborate
 from .errors import Collector, ResdslError
-from .fold import fold
-from .fuse import fuse as fuse_pass
-from .graph import MAX_MACS, MAX_PARAMS, build_graph, check_costs
+from .graph import MAX_MACS, MAX_PARAMS, Draft, check_costs, draft_graph
 from .loader import Program, load, load_text
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass
 class Checked:
-    """A program whose static checks passed, with the networks elaborated so far."""
+    """A program whose static checks passed, with the networks elaborated and shaped so far.
+    `graphs` are their graph IRs; `resdsl check` stops at the drafts and never imports
+    networkx."""
 
     program: Program
     networks: dict[str, NetNode] = field(default_factory=dict)
-    graphs: dict[str, nx.DiGraph] = field(default_factory=dict)
+    drafts: dict[str, Draft] = field(default_factory=dict)
+
+    @cached_property
+    def graphs(self) -> dict[str, nx.DiGraph]:
+        return {name: d.to_networkx() for name, d in self.drafts.items()}
 
 
 def check_program(program: Program, networks: list[str] | None = None,
@@ -48,9 +55,9 @@ def check_program(program: Program, networks: list[str] | None = None,
         for name in networks if networks is not None else concrete_networks(program.root):
             try:
                 net = elaborate(program, name, overrides, max_layers)
-                g = build_graph(net, input_shape)
+                g = draft_graph(net, input_shape)
                 check_costs(g, net.span, max_params, max_macs)
-                result.networks[name], result.graphs[name] = net, g
+                result.networks[name], result.drafts[name] = net, g
             except ResdslError as e:
                 errors.add(e)
     _dedupe(errors)
@@ -88,6 +95,8 @@ def lower(g: nx.DiGraph, *, fuse: bool = True, keep: list[str] | tuple[str, ...]
     """The graph a backend compiles: `g` after the passes (resdsl/fuse.py unless `fuse` is
     False; resdsl/fold.py with `inference`); `keep` names nodes whose own output must
     survive (requested features)."""
+    from .fold import fold
+    from .fuse import fuse as fuse_pass
     if fuse:
         g, _ = fuse_pass(g, keep)
     if inference:

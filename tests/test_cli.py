@@ -370,3 +370,17 @@ def test_subprocess_stdin_is_not_waited_for(tmp_path):
     """`check` reads its files only: with no input on stdin it still finishes."""
     p = sub("check", write(tmp_path, "t.res", TINY), stdin=subprocess.DEVNULL)
     assert p.returncode == 0
+
+
+def test_check_imports_neither_torch_nor_networkx():
+    """`resdsl check` stays fast: the front end never imports torch, and checking shapes
+    builds the graph as a `Draft`, so networkx (slower to import than all of check) is
+    left out too (benchmarks/frontend.py)."""
+    code = ("import sys\nfrom resdsl.cli import main\n"
+            "sys.argv = ['resdsl', 'check', 'specs/resnet.res', 'specs/cifar.res']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'networkx'}))\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "[]", p.stdout

@@ -80,6 +80,21 @@ def test_ir_verifies_and_round_trips(spec):
         assert f" : {ir.shape_str(d['shape'])}" in ln
 
 
+@_settings(100)
+@given(S.specs(std=False))
+def test_draft_and_networkx_graph_agree(spec):
+    """`check` shapes a Draft; every later stage the networkx.DiGraph made from it: the same
+    nodes, edges, attributes and orders."""
+    checked = check_text(spec.text)
+    d, g = checked.drafts[spec.network], checked.graphs[spec.network]
+    assert list(g.nodes(data=True)) == list(d.nodes(data=True))
+    assert {(u, v): a for u, v, a in g.edges(data=True)} == d.edges
+    for v in g:
+        assert list(g.predecessors(v)) == list(d.predecessors(v))
+        assert list(g.successors(v)) == [w for u, w in d.edges if u == v]
+    assert g.graph == d.graph and totals(g) == totals(d)
+
+
 @_settings(150)
 @given(S.specs(std=False), S.input_shapes(min_size=1, max_size=40))
 def test_input_override_matches_model(spec, shape):
