@@ -5,6 +5,8 @@
 Models, all float32, eval mode, under torch.inference_mode(), carrying the same weights (a
 torchvision resnet50 with random BN statistics, so that folding has something to fold):
   torchvision          torchvision.models.resnet50(), eager
+  torchvision fold+cl  the same with its BNs folded by torch.fx's `fuse` and channels_last
+                       weights and input: the issue's "folding + channels_last alone" control
   torchvision+compile  torch.compile of the same model (inductor), after its compilation
   resdsl --inference   resdsl.optimize(resdsl.build(resnet50)): BNs folded into the convs,
                        add+ReLU epilogues in place, channels_last (the input is converted inside)
@@ -51,12 +53,25 @@ def reference() -> torch.nn.Module:
     return tv.eval()
 
 
+class ChannelsLast(torch.nn.Module):
+    """`m` fed a channels_last copy of its input, as resdsl's inference model does inside."""
+
+    def __init__(self, m: torch.nn.Module):
+        super().__init__()
+        self.m = m.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(x.contiguous(memory_format=torch.channels_last))
+
+
 def models(compile_: bool) -> dict[str, torch.nn.Module]:
+    from torch.fx.experimental.optimization import fuse
     tv = reference()
     ours = resdsl.build(RESNET, "resnet50")
     ours.load_state_dict(tv.state_dict(), strict=True)
     fast = resdsl.optimize(ours)
-    out = {"torchvision": tv, "resdsl --inference": fast}
+    control = ChannelsLast(fuse(reference()))
+    out = {"torchvision": tv, "resdsl --inference": fast, "torchvision fold+cl": control}
     if compile_:
         out["torchvision+compile"] = torch.compile(tv)
         out["resdsl --inference+compile"] = torch.compile(fast)
