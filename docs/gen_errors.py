@@ -145,7 +145,8 @@ EXAMPLES: list[tuple] = [
      "A block's statements are out of order. The order is: layers, `residual { }`, "
      "`shortcut`, `merge`, layers, with one of each of the three; a `residual` needs a "
      "`shortcut`; `shortcut none` takes no `merge`; nothing of the three nests inside "
-     "`residual`. A stage needs at least one block.",
+     "`residual`. A stage needs at least one block. A residual branch that is merged needs "
+     "at least one layer (counting those of its nested blocks).",
      {"net.res": "block b(planes) {\n  residual {\n    conv planes, 3x3\n  }\n"
                  "  shortcut identity\n  relu\n  merge add\n}\n"}, ["net.res"]),
     # ---- E4xx: shapes --------------------------------------------------------------------

@@ -153,6 +153,12 @@ class Builder:
         assert sc is not None, "the checker requires a shortcut after a residual"
         if sc.kind == "none":
             return self.seq(b.post, r, ctx)
+        if r == x:   # nothing to add to the shortcut (and with an identity, x + x)
+            raise self._locate(SpecValueError(
+                f"the residual branch of block '{b.block}' ({b.path}) has no layers", sc.span,
+                "a residual unit adds its branch to the shortcut: put a layer in `residual "
+                "{ }`, or use `shortcut none` or a plain block", code="E308",
+                notes=[(b.span, "used here")]), b.path, sc.span)
         s, kind = self.shortcut(sc, x, r, ctx)
         merge = f"{b.path}.add"
         try:

@@ -93,3 +93,27 @@ def test_limits_given_as_none_mean_the_defaults():
     """max_layers=None (or max_params/max_macs) from the API compared None with an int."""
     g = check_text(NET, max_layers=None, max_params=None, max_macs=None).graphs["t"]
     assert g.graph["name"] == "t"
+
+
+# ---- an empty residual branch: found by review -----------------------------------------------
+# `residual { }` (or one holding only bindings or an empty nested block) with an identity
+# shortcut made `merge add` add a tensor to itself: one edge into the add node, and
+# `resdsl compile` stopped with an internal AssertionError (`check` passed).
+EMPTY = ("block nothing() {{\n  x = 1\n}}\n"
+         "block b() {{\n  residual {{\n    {body}\n  }}\n  shortcut {shortcut}\n}}\n"
+         "network n {{\n  input 3 x 8 x 8\n  stage s = 1 x b()\n}}\n")
+
+
+@pytest.mark.parametrize("body", ["", "y = 2", "nothing"])
+@pytest.mark.parametrize("shortcut", ["identity", "projection", "projection(always)", "{ }"])
+def test_empty_residual_branch_is_e308(body, shortcut):
+    with pytest.raises(ResdslError) as info:
+        check_text(EMPTY.format(body=body, shortcut=shortcut))
+    (err,) = info.value.errors
+    assert err.code == "E308" and "has no layers" in err.message
+    assert (err.span.line, err.span.col) == (8, 3)   # the shortcut line
+
+
+def test_empty_residual_branch_without_a_merge_builds():
+    g = check_text(EMPTY.format(body="", shortcut="none")).graphs["n"]
+    assert g.nodes["output"]["shape"] == (3, 8, 8)
