@@ -166,13 +166,15 @@ class Conv2dAct(nn.Conv2d):
     """A conv with a BN folded into it and that BN's fused epilogue (resdsl.fold): ReLU and
     the residual add in their order, relu(conv(x) + r) at "mid", relu(conv(x)) + r at
     "post". Without autograd on CPU in float32, one oneDNN convolution with the add and ReLU
-    as post-ops (what inductor emits for the same pattern); elsewhere the conv, then the
-    epilogue in place on its fresh output (the Triton add_act kernel on CUDA)."""
+    as post-ops and its weight kept in oneDNN's blocked layout (what inductor emits for the
+    same pattern when it freezes weights); elsewhere the conv, then the epilogue in place on
+    its fresh output (the Triton add_act kernel on CUDA)."""
 
     def __init__(self, *args, relu: bool = True, residual_at: str | None = None,
                  kernels: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.relu, self.residual_at, self.kernels = relu, residual_at, kernels
+        self._packed: tuple | None = None  # (key, the weight in oneDNN's layout)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         choice = _choice(self.kernels)
@@ -188,16 +190,36 @@ class Conv2dAct(nn.Conv2d):
     def _onednn(self, x: torch.Tensor, choice: str) -> bool:
         return (x.device.type == "cpu" and x.dtype == torch.float32 and choice != "triton"
                 and self.residual_at != "post" and self.padding_mode == "zeros"
+                and not isinstance(self.padding, str)
                 and torch.backends.mkldnn.is_available() and not torch.is_grad_enabled()
                 and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
 
     def _fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         act = "relu" if self.relu else "none"
-        args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
+        args = (self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation,
+                self.groups)
         op = torch.ops.mkldnn._convolution_pointwise
         if residual is None:
             return op(x, *args, act, [], "")
         return op.binary(x, residual, *args, "add", 1.0, "relu" if self.relu else None, [], "")
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
+        """The weight reordered once into the layout oneDNN's kernel for x's shape reads (not
+        at every call, as a plain weight is); redone when the weight or the shape changes.
+        It costs a second copy of the weight. An inference tensor has no version to watch."""
+        w = self.weight
+        if w.is_inference():
+            return w
+        key = (w.data_ptr(), w._version, tuple(x.shape))
+        if getattr(self, "_packed", None) is None or self._packed[0] != key:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                w.detach(), self.padding, self.stride, self.dilation, self.groups, x.shape)
+            self._packed = (key, packed)
+        return self._packed[1]
+
+    def __getstate__(self) -> dict:
+        """Without the packed weight: oneDNN's opaque tensors cannot be copied or saved."""
+        return {**super().__getstate__(), "_packed": None}
 
     def extra_repr(self) -> str:
         at = f", residual_at={self.residual_at!r}" if self.residual_at else ""

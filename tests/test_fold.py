@@ -254,6 +254,40 @@ def test_conv_act_paths_agree(at, relu):
     torch.testing.assert_close(slow.detach(), want.detach(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("groups,dilation", [(1, 1), (3, 1), (1, 2)])
+def test_conv_act_packed_weight_follows_weight_and_shape(groups, dilation):
+    """The oneDNN path keeps its weight packed between calls: a new shape, an in-place change
+    of the weight (load_state_dict) and a replaced weight are each seen at the next call;
+    the module still deep-copies and saves after a call (the packed copy is left out)."""
+    import copy
+    import io
+
+    from resdsl.runtime import Conv2dAct
+
+    torch.manual_seed(5)
+    m = Conv2dAct(24, 48, 3, padding=dilation, dilation=dilation, groups=groups, bias=True)
+
+    def check(x):
+        with torch.no_grad():
+            want = nn.functional.conv2d(x, m.weight, m.bias, 1, dilation, dilation, groups)
+            torch.testing.assert_close(m(x), want.relu(), rtol=1e-5, atol=1e-5)
+
+    x = torch.randn(2, 24, 7, 5).contiguous(memory_format=torch.channels_last)
+    check(torch.randn(1, 24, 4, 11))
+    check(x)
+    m.load_state_dict({"weight": torch.randn_like(m.weight), "bias": m.bias.detach()})
+    check(x)
+    m.weight = nn.Parameter(torch.randn_like(m.weight))
+    check(x)
+    with torch.inference_mode():
+        m.weight = nn.Parameter(torch.randn_like(m.weight))  # an inference tensor
+    check(x)
+    twin = copy.deepcopy(m)
+    torch.save(m, io.BytesIO())
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), m(x))
+
+
 def test_conv_act_checks_its_kernels():
     from resdsl.runtime import Conv2dAct
 
