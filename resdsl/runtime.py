@@ -188,11 +188,13 @@ class Conv2dAct(nn.Conv2d):
         return _epilogue(y, residual, self.relu, self.residual_at)
 
     def _onednn(self, x: torch.Tensor, choice: str) -> bool:
-        return (x.device.type == "cpu" and x.dtype == torch.float32 and choice != "triton"
+        """Whether the oneDNN post-op path applies; compiling and scripting are asked first,
+        so that tracers never reach what they cannot trace (mkldnn.is_available)."""
+        return (not torch.compiler.is_compiling() and not torch.jit.is_scripting()
+                and x.device.type == "cpu" and x.dtype == torch.float32 and choice != "triton"
                 and self.residual_at != "post" and self.padding_mode == "zeros"
-                and not isinstance(self.padding, str)
-                and torch.backends.mkldnn.is_available() and not torch.is_grad_enabled()
-                and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
+                and not isinstance(self.padding, str) and not torch.is_grad_enabled()
+                and torch.backends.mkldnn.is_available())
 
     def _fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         act = "relu" if self.relu else "none"

@@ -172,6 +172,20 @@ def test_optimize_equals_the_eval_model(file, network, shape, fuse):
         sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
+def test_optimize_traces_whole_under_compile_and_export():
+    """The folded model has no graph break under torch.compile (Conv2dAct's oneDNN path is
+    decided before anything dynamo cannot trace) and exports; both equal it eagerly."""
+    model = resdsl.build(RESNET, "resnet18", input_shape=(3, 32, 32))
+    randomise_bn(model)
+    fast = resdsl.optimize(model.eval())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = fast(x)
+        compiled = torch.compile(fast, backend="aot_eager", fullgraph=True)
+        rel_close(compiled(x), want)
+        rel_close(torch.export.export(fast, (x,)).module()(x), want)
+
+
 def test_optimize_keeps_features():
     model = resdsl.build(RESNET, "resnet18", features=["bn1", "layer2"])
     randomise_bn(model)
