@@ -126,9 +126,11 @@ def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset
             slot(name, a[name])
             optional.append((name, f"{key}_{name}", default))
         cls, act = "nn.Conv2d", ""
-        if op == "conv_act":  # with the epilogue of the BN folded into it (resdsl/fold.py)
-            cls, act = "Conv2dAct", f", relu={_num(a['relu'])}"
-            act += f', residual_at="{a["residual_at"]}"' if a["residual_at"] else ""
+        # a conv_act has the epilogue of the BN folded into it (resdsl/fold.py); in an
+        # inference network every conv is a Conv2dAct, for its packed oneDNN weight
+        if op == "conv_act" or g.graph.get("inference"):
+            cls, act = "Conv2dAct", f", relu={_num(a.get('relu', False))}"
+            act += f', residual_at="{a["residual_at"]}"' if a.get("residual_at") else ""
         return Ctor(f"{cls}({slot('in', a['in_channels'])}, {slot('out', a['out'])}, "
                     f"{slot('k', a['kernel'])}{{OPTIONAL}}, bias={_num(a['bias'])}{act})", s,
                     tuple(optional))
@@ -442,7 +444,7 @@ class Emitter:
             last = res[-1].ctor.template if res and res[-1].ctor else ""
             # in place, as torchvision does, where the branch ends in a conv or bn (whose
             # output no backward needs); else a new tensor
-            inplace = last.startswith(("nn.BatchNorm2d", "nn.Conv2d"))
+            inplace = last.startswith(("nn.BatchNorm2d", "nn.Conv2d", "Conv2dAct"))
             out += identity + ["out += identity" if inplace else "out = out + identity"]
         for s in post:
             out += (identity if s.residual else []) + [self.call(s, "out")]
@@ -580,7 +582,8 @@ class Emitter:
         self.check_names()
         if any(d["op"] == "bn_act" for _, d in self.g.nodes(data=True)):
             self.needs.add("BatchNormAct2d")
-        if any(d["op"] == "conv_act" for _, d in self.g.nodes(data=True)):
+        if any(d["op"] == "conv_act" or d["op"] == "conv" and self.g.graph.get("inference")
+               for _, d in self.g.nodes(data=True)):
             self.needs.add("Conv2dAct")
         for b in _all_blocks(self.net):
             self.collect(b)

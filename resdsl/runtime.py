@@ -126,8 +126,10 @@ def _triton(name: str, required: bool):
 def projection(in_channels: int, out_channels: int, stride: int | tuple[int, int],
                bn: bool = True) -> nn.Sequential:
     """Option B/C shortcut: 1x1 conv with the block's stride, then BN (torchvision's
-    `downsample`); without `bn` (folded into the conv for inference) the conv has a bias."""
-    conv = nn.Conv2d(in_channels, out_channels, 1, stride, bias=not bn)
+    `downsample`); without `bn` (folded into the conv for inference) the conv has a bias and
+    is a Conv2dAct without activation, as every conv of an inference network is."""
+    conv = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False) if bn else \
+        Conv2dAct(in_channels, out_channels, 1, stride, bias=True, relu=False)
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if bn else nn.Sequential(conv)
 
 
@@ -135,11 +137,12 @@ def avg_down(in_channels: int, out_channels: int, stride: int | tuple[int, int],
              bn: bool = True) -> nn.Sequential:
     """ResNet-D shortcut (timm `avg_down`): average-pool by the stride, then 1x1 conv + BN;
     the pool is an Identity at stride 1 so that parameter names stay `.1` and `.2`; without
-    `bn` (folded for inference) the conv has a bias."""
+    `bn` (folded for inference) the conv is a Conv2dAct with a bias, as in `projection`."""
     pool: nn.Module = nn.Identity()
     if stride not in (1, (1, 1)):
         pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
-    conv = nn.Conv2d(in_channels, out_channels, 1, bias=not bn)
+    conv = nn.Conv2d(in_channels, out_channels, 1, bias=False) if bn else \
+        Conv2dAct(in_channels, out_channels, 1, bias=True, relu=False)
     return nn.Sequential(pool, conv, nn.BatchNorm2d(out_channels)) if bn else \
         nn.Sequential(pool, conv)
 
