@@ -324,7 +324,7 @@ class Emitter:
         for b in cls.instances:
             for slot, value in self.slots(b).items():
                 columns.setdefault(slot, []).append(_norm(value))
-        inputs = [self.g.nodes[self.block_input(b)]["shape"][0] for b in cls.instances]
+        inputs = [self.in_channels(b) for b in cls.instances]
         named: dict[tuple, str] = {}
         spec_params = [p for p, v in cls.instances[0].args.items()
                        if all(isinstance(b.args.get(p), int) and not isinstance(b.args.get(p), bool)
@@ -377,9 +377,13 @@ class Emitter:
             taken |= set(out[-1].slots)
         return out
 
-    def block_input(self, b: BlockNode) -> str:
-        first = next(iter(self.block_nodes(b)))
-        return next(iter(self.g.predecessors(first)))
+    def in_channels(self, b: BlockNode) -> int | None:
+        """The channels a block instance takes in; None for a block without layers (an
+        empty residual branch and `shortcut none`: the identity)."""
+        first = next(iter(self.block_nodes(b)), None)
+        if first is None:
+            return None
+        return self.g.nodes[next(iter(self.g.predecessors(first)))]["shape"][0]
 
     def block_nodes(self, b: BlockNode):
         prefix = b.path + "."

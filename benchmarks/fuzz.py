@@ -165,7 +165,9 @@ def _layer(rng: random.Random, sym: bool) -> str:
 
 
 def _block(rng: random.Random, name: str) -> str:
-    body = [f"    {_layer(rng, True)}" for _ in range(rng.randint(1, 4))]
+    """A block of random layers (a residual branch with none, ~6%, is E308 but for
+    `shortcut none`) with a random shortcut, merge and post-activation."""
+    body = [f"    {_layer(rng, True)}" for _ in range(rng.randint(0, 4))]
     if rng.random() < 0.7:
         body.insert(0, "    conv planes, 3x3, stride = stride")
     kind = rng.choice(["identity", "pad", "projection", "projection(always)", "avgdown", "none",

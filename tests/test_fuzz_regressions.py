@@ -117,3 +117,32 @@ def test_empty_residual_branch_is_e308(body, shortcut):
 def test_empty_residual_branch_without_a_merge_builds():
     g = check_text(EMPTY.format(body="", shortcut="none")).graphs["n"]
     assert g.nodes["output"]["shape"] == (3, 8, 8)
+
+
+# ---- a block without any layer: found by the campaign (seed 3, input 1538) ------------------
+# An empty residual branch with `shortcut none` is the identity; the PyTorch backend looked
+# for the block's first node to name its input channels and stopped with StopIteration.
+NOOP = ("block noop(planes) {\n  residual { }\n  shortcut none\n}\n"
+        "network n {\n  input 3 x 8 x 8\n  conv 4, 3x3\n  stage s = 2 x noop(4)\n"
+        "  conv 5, 1x1\n}\n")
+
+
+def test_block_without_layers_compiles_to_the_identity(tmp_path):
+    import torch
+
+    import resdsl
+
+    spec = tmp_path / "noop.res"
+    spec.write_text(NOOP)
+    plain = tmp_path / "plain.res"
+    plain.write_text(NOOP.replace("  stage s = 2 x noop(4)\n", ""))
+    torch.manual_seed(0)
+    model = resdsl.build(spec, "n").eval()
+    torch.manual_seed(0)
+    want = resdsl.build(plain, "n").eval()
+    assert [type(m).__name__ for m in model.s] == ["Noop", "Noop"]
+    assert not list(model.s.parameters())
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want(x))
+        torch.testing.assert_close(resdsl.optimize(model)(x), want(x), rtol=1e-5, atol=1e-5)
