@@ -19,8 +19,9 @@ Each input is checked as a file beside the bundled specs (so `use std` and `use 
 resolve), through the same pipeline as `resdsl check`: the static checks of the whole file,
 then elaboration and shapes of at most two of its networks, chosen at random (a bundled file
 defines up to 14, some of thousands of layers). When it checks, those networks go through the summary (table and JSON), the IR (text and JSON), the
-PyTorch backend's Python source (after the passes, as `resdsl compile` lowers it; compiled
-with Python's `compile`, not executed) and the Graphviz backend's DOT source at a random
+PyTorch backend's Python source (after the passes, as `resdsl compile` lowers it, or in
+three cases of ten `resdsl compile --inference`; compiled with Python's `compile`, not
+executed) and the Graphviz backend's DOT source at a random
 level; a small random sample of small networks is also built as a torch module and run
 forward, and a tenth of the inputs go through `fmt` (idempotent, same AST).
 
@@ -298,7 +299,8 @@ def _backends(checked, name: str, rng: random.Random, stats: Counter) -> None:
     ir.to_text(g)
     ir.to_json(g)
     ir.verify(g)
-    g = lower(g) if lower else g  # as `resdsl compile` and resdsl.build do
+    inference = rng.random() < 0.3  # as `resdsl compile --inference` does, else as compile
+    g = lower(g, inference=inference) if lower else g
     source, cls = emit(checked.networks[name], g, FILE)
     compile(source, "<fuzz>", "exec")
     level = rng.choice(["stage", "block", "layer"] if len(g) < 3000 else ["stage", "block"])

@@ -9,7 +9,7 @@ map y = (x - mean) / sqrt(var + eps) * weight + bias, so conv -> bn is one conv 
                                                           relu, residual add, or both, in order
 
 A BN after an add (`residual_at == "pre"`), after a pool or at a block's input (pre-activation)
-has no conv to fold into and stays. The conv records the BN it took in (`folded`), so the
+has no conv to fold into and stays; so does one whose residual is its conv's own input. The conv records the BN it took in (`folded`), so the
 weights can follow (`runtime.fold_state_dict`). A `conv_act` lowers to one oneDNN
 convolution with add and ReLU post-ops on CPU (`runtime.Conv2dAct`).
 """
@@ -41,12 +41,16 @@ def fold(g: nx.DiGraph, keep: Iterable[str] = ()) -> nx.DiGraph:
 
 
 def _conv_before(g: nx.DiGraph, bn: str) -> str | None:
-    """The conv whose output only `bn` reads (on its main input), if any."""
+    """The conv whose output only `bn` reads (on its main input), if any, and which does not
+    read the BN's residual itself (relu(bn(conv(x)) + x): the folded conv would take x on two
+    ports, and the graph holds one edge per pair of nodes)."""
     d = g.nodes[bn]
     if d["op"] == "bn_act" and d["attrs"]["residual_at"] == "pre":
         return None
     u = next(u for u in g.predecessors(bn) if g.edges[u, bn].get("port", 0) == 0)
-    return u if g.nodes[u]["op"] == "conv" and g.out_degree(u) == 1 else None
+    if g.nodes[u]["op"] != "conv" or g.out_degree(u) != 1:
+        return None
+    return None if set(g.predecessors(u)) & set(g.predecessors(bn)) else u
 
 
 def _fold(g: nx.DiGraph, conv: str, bn: str) -> None:

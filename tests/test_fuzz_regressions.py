@@ -146,3 +146,35 @@ def test_block_without_layers_compiles_to_the_identity(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(x), want(x))
         torch.testing.assert_close(resdsl.optimize(model)(x), want(x), rtol=1e-5, atol=1e-5)
+
+
+# ---- a conv that reads its own BN's residual: found by the campaign (seed 12, input 138) ---
+# relu(bn(conv(x)) + x): folding the BN into the conv gave the conv x on both ports, one edge
+# in the graph, and `resdsl compile --inference` stopped with a ValueError. That BN stays.
+ONE_CONV = ("block one(planes) {\n  residual { conv planes, 3x3; bn }\n  shortcut identity\n"
+            "  merge add\n  relu\n}\n"
+            "network n {\n  input 3 x 8 x 8\n  conv 4, 3x3\n  stage s = 2 x one(4)\n}\n")
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_conv_reading_its_bns_residual_stays_unfolded(tmp_path, fuse):
+    import torch
+
+    import resdsl
+    from resdsl.pipeline import lower
+
+    spec = tmp_path / "one.res"
+    spec.write_text(ONE_CONV)
+    g = lower(check_text(ONE_CONV).graphs["n"], fuse=fuse, inference=True)
+    kept = {v for v, d in g.nodes(data=True) if d["op"] in ("bn", "bn_act")}
+    assert kept == ({"s.0.bn1", "s.1.bn1"} if fuse else set())  # unfused, the add is apart
+    model = resdsl.build(spec, "n", fuse=fuse)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(resdsl.optimize(model)(x), model(x), rtol=1e-5, atol=1e-5)
