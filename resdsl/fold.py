@@ -9,7 +9,8 @@ map y = (x - mean) / sqrt(var + eps) * weight + bias, so conv -> bn is one conv 
                                                           relu, residual add, or both, in order
 
 A BN after an add (`residual_at == "pre"`), after a pool or at a block's input (pre-activation)
-has no conv to fold into and stays; so does one whose residual is its conv's own input. The conv records the BN it took in (`folded`), so the
+has no conv to fold into and stays; so do a second BN in a row (conv -> bn -> bn: the conv
+takes in the first) and one whose residual is its conv's own input. The conv records the BN it took in (`folded`), so the
 weights can follow (`runtime.fold_state_dict`). A `conv_act` lowers to one oneDNN
 convolution with add and ReLU post-ops on CPU (`runtime.Conv2dAct`).
 """
@@ -48,8 +49,8 @@ def _conv_before(g: nx.DiGraph, bn: str) -> str | None:
     if d["op"] == "bn_act" and d["attrs"]["residual_at"] == "pre":
         return None
     u = next(u for u in g.predecessors(bn) if g.edges[u, bn].get("port", 0) == 0)
-    if g.nodes[u]["op"] != "conv" or g.out_degree(u) != 1:
-        return None
+    if g.nodes[u]["op"] != "conv" or g.out_degree(u) != 1 or "folded" in g.nodes[u]:
+        return None  # (a conv takes in one BN: `folded` and the weights name only one)
     return None if set(g.predecessors(u)) & set(g.predecessors(bn)) else u
 
 

@@ -147,14 +147,15 @@ class BlockDef:
     """A residual block with the uniform signature (planes, stride = 1, groups = 1, width = 64).
 
     basic: two 3x3 convs of `planes`; bottleneck: 1x1 `mid`, 3x3 `mid` (groups), 1x1
-    `planes * expansion`, where mid = planes * width / 64 * groups. The stride sits on the
-    first 3x3 (basic), the 3x3 (`stride_on="3x3"`, v1.5) or the first 1x1 (v1). `dilation`
+    `planes * expansion`, where mid = planes * width / 64 * groups; single: one 3x3 conv of
+    `planes`, which reads the input that the shortcut adds. The stride sits on the first 3x3
+    (basic, single), the 3x3 (`stride_on="3x3"`, v1.5) or the first 1x1 (v1). `dilation`
     goes on the last 3x3 conv. `shared_preact` moves the first unit's pre-activation layers in
     front of `residual`, so both branches see them. `std=True`: defined in std.res (`use std`).
     """
 
     name: str
-    kind: str = "basic"                 # basic | bottleneck
+    kind: str = "basic"                 # basic | bottleneck | single
     ordering: str = "original"          # one of ORDERINGS
     shortcut: str = "projection"        # one of SHORTCUTS
     stride_on: str = "3x3"              # bottleneck only: 3x3 | 1x1
@@ -178,6 +179,8 @@ def block_layers(b: BlockDef) -> tuple[list[Layer], list[list[Layer]], list[Laye
     if b.kind == "basic":
         convs = [Conv("planes", (3, 3), stride="stride"),
                  Conv("planes", (3, 3), dilation=b.dilation)]
+    elif b.kind == "single":
+        convs = [Conv("planes", (3, 3), stride="stride", dilation=b.dilation)]
     elif b.stride_on == "3x3":
         convs = [Conv("mid", (1, 1)),
                  Conv("mid", (3, 3), stride="stride", groups="groups", dilation=b.dilation),
@@ -841,7 +844,7 @@ def block_defs(draw, name: str, shortcut: str = "projection",
                orderings: tuple[str, ...] = ORDERINGS) -> BlockDef:
     """A generated block definition named `name`, with the given shortcut kind and one of
     the given unit orderings."""
-    kind = draw(st.sampled_from(["basic", "bottleneck"]))
+    kind = draw(st.sampled_from(["basic", "bottleneck", "single"]))
     ordering = draw(st.sampled_from(orderings))
     b = BlockDef(
         name=name, kind=kind, ordering=ordering, shortcut=shortcut,

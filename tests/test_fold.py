@@ -186,6 +186,23 @@ def test_optimize_traces_whole_under_compile_and_export():
         rel_close(torch.export.export(fast, (x,)).module()(x), want)
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+def test_a_conv_takes_in_one_bn_of_two_in_a_row(fuse):
+    """conv -> bn -> bn (found by test_pass_properties): the first BN folds, the second stays;
+    folding both recorded only the second, and its weights did not follow (the state_dict
+    kept the first BN's entries, and load_state_dict refused them)."""
+    text = "network n {\n  input 3 x 8 x 8\n  conv 4, 3x3\n  bn\n  bn\n  relu\n  conv 2, 1x1\n}\n"
+    model = resdsl.build(text, "n", fuse=fuse)
+    randomise_bn(model)
+    model.eval()
+    fast = resdsl.optimize(model)
+    assert type(fast).FOLDED == {"conv1": ("bn1", 1e-5)}
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) == 1
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        rel_close(fast(x), model(x))
+
+
 def test_optimize_keeps_features():
     model = resdsl.build(RESNET, "resnet18", features=["bn1", "layer2"])
     randomise_bn(model)
