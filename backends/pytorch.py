@@ -108,6 +108,13 @@ class Ctor:
         return self.template.format(**values, OPTIONAL=extra)
 
 
+def _conv_act(g: nx.DiGraph, op: str) -> bool:
+    """Whether a conv node lowers to runtime.Conv2dAct: a conv_act (the epilogue of the BN
+    folded into it, resdsl/fold.py) and every conv of an inference network (for its packed
+    oneDNN weight); else nn.Conv2d."""
+    return op == "conv_act" or bool(g.graph.get("inference"))
+
+
 def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset()) -> Ctor:
     """The constructor of one layer node; slot names are prefixed with `key`; `keep` names
     nodes whose outputs must survive (features), so a ReLU may not overwrite them."""
@@ -126,9 +133,7 @@ def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset
             slot(name, a[name])
             optional.append((name, f"{key}_{name}", default))
         cls, act = "nn.Conv2d", ""
-        # a conv_act has the epilogue of the BN folded into it (resdsl/fold.py); in an
-        # inference network every conv is a Conv2dAct, for its packed oneDNN weight
-        if op == "conv_act" or g.graph.get("inference"):
+        if _conv_act(g, op):
             cls, act = "Conv2dAct", f", relu={_num(a.get('relu', False))}"
             act += f', residual_at="{a["residual_at"]}"' if a.get("residual_at") else ""
         return Ctor(f"{cls}({slot('in', a['in_channels'])}, {slot('out', a['out'])}, "
@@ -586,7 +591,7 @@ class Emitter:
         self.check_names()
         if any(d["op"] == "bn_act" for _, d in self.g.nodes(data=True)):
             self.needs.add("BatchNormAct2d")
-        if any(d["op"] == "conv_act" or d["op"] == "conv" and self.g.graph.get("inference")
+        if any(d["op"] in ("conv", "conv_act") and _conv_act(self.g, d["op"])
                for _, d in self.g.nodes(data=True)):
             self.needs.add("Conv2dAct")
         for b in _all_blocks(self.net):

@@ -10,9 +10,9 @@ map y = (x - mean) / sqrt(var + eps) * weight + bias, so conv -> bn is one conv 
 
 A BN after an add (`residual_at == "pre"`), after a pool or at a block's input (pre-activation)
 has no conv to fold into and stays; so do a second BN in a row (conv -> bn -> bn: the conv
-takes in the first) and one whose residual is its conv's own input. The conv records the BN it took in (`folded`), so the
-weights can follow (`runtime.fold_state_dict`). A `conv_act` lowers to one oneDNN
-convolution with add and ReLU post-ops on CPU (`runtime.Conv2dAct`).
+takes in the first) and one whose residual is its conv's own input. The conv records the BN
+it took in (`folded`), so the weights can follow (`runtime.fold_state_dict`). A `conv_act`
+lowers to one oneDNN convolution with add and ReLU post-ops on CPU (`runtime.Conv2dAct`).
 """
 from __future__ import annotations
 

@@ -128,8 +128,7 @@ def projection(in_channels: int, out_channels: int, stride: int | tuple[int, int
     """Option B/C shortcut: 1x1 conv with the block's stride, then BN (torchvision's
     `downsample`); without `bn` (folded into the conv for inference) the conv has a bias and
     is a Conv2dAct without activation, as every conv of an inference network is."""
-    conv = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False) if bn else \
-        Conv2dAct(in_channels, out_channels, 1, stride, bias=True, relu=False)
+    conv = _shortcut_conv(in_channels, out_channels, stride, bn)
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if bn else nn.Sequential(conv)
 
 
@@ -141,10 +140,18 @@ def avg_down(in_channels: int, out_channels: int, stride: int | tuple[int, int],
     pool: nn.Module = nn.Identity()
     if stride not in (1, (1, 1)):
         pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
-    conv = nn.Conv2d(in_channels, out_channels, 1, bias=False) if bn else \
-        Conv2dAct(in_channels, out_channels, 1, bias=True, relu=False)
+    conv = _shortcut_conv(in_channels, out_channels, 1, bn)
     return nn.Sequential(pool, conv, nn.BatchNorm2d(out_channels)) if bn else \
         nn.Sequential(pool, conv)
+
+
+def _shortcut_conv(in_channels: int, out_channels: int, stride: int | tuple[int, int],
+                   bn: bool) -> nn.Conv2d:
+    """A shortcut's 1x1 conv: without bias before its BN; with the BN folded in (inference),
+    a Conv2dAct with a bias and no activation."""
+    if bn:
+        return nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+    return Conv2dAct(in_channels, out_channels, 1, stride, bias=True, relu=False)
 
 
 def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
@@ -166,9 +173,9 @@ def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
 
 
 class Conv2dAct(nn.Conv2d):
-    """A conv with a BN folded into it and that BN's fused epilogue (resdsl.fold): ReLU and
-    the residual add in their order, relu(conv(x) + r) at "mid", relu(conv(x)) + r at
-    "post". Without autograd on CPU in float32, one oneDNN convolution with the add and ReLU
+    """A conv of an inference network (resdsl.fold), with the fused epilogue of the BN folded
+    into it if any: ReLU and the residual add in their order, relu(conv(x) + r) at "mid",
+    relu(conv(x)) + r at "post". Without autograd on CPU in float32, one oneDNN convolution with the add and ReLU
     as post-ops and its weight kept in oneDNN's blocked layout (what inductor emits for the
     same pattern when it freezes weights); elsewhere the conv, then the epilogue in place on
     its fresh output (the Triton add_act kernel on CUDA)."""
@@ -216,7 +223,7 @@ class Conv2dAct(nn.Conv2d):
         if w.is_inference():
             return w
         key = (w.data_ptr(), w._version, tuple(x.shape))
-        if getattr(self, "_packed", None) is None or self._packed[0] != key:
+        if self._packed is None or self._packed[0] != key:
             packed = torch.ops.mkldnn._reorder_convolution_weight(
                 w.detach(), self.padding, self.stride, self.dilation, self.groups, x.shape)
             self._packed = (key, packed)
