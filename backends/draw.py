@@ -10,7 +10,7 @@
             where they change or cross into a block. Runs of identical consecutive blocks
             collapse to one drawn block marked `x n` unless `expand`.
 
-Colours are per op kind and the same at every level. A node with a truthy `fused` attribute
+Colours and texts are each op's `look` in the op table (resdsl/ops.py), the same at every level. A node with a truthy `fused` attribute
 (set by a fusion pass) is drawn with a double orange border. `to_dot` builds the graphviz
 source (needs the `graphviz` Python package); `write` renders it, by the file's extension, with
 Graphviz's `dot` program (not needed for `.dot`). Missing pieces are E6xx errors.
@@ -29,6 +29,7 @@ from typing import Any
 import networkx as nx
 
 from resdsl.errors import ResdslError
+from resdsl.ops import OPS, PLAIN
 
 LEVELS = ("stage", "block", "layer")
 FORMATS = {"svg": "svg", "png": "png", "pdf": "pdf", "dot": "dot", "gv": "dot"}
@@ -43,18 +44,9 @@ class DrawError(ResdslError):
 # ---- the look: one table per concern ------------------------------------------------------
 
 FONT = "Helvetica,Arial,sans-serif"
-PALETTE = {  # op -> (fill, border)
-    "conv": ("#dbe8f6", "#4a78a8"), "bn": ("#fbf0cf", "#b8932a"),
-    "relu": ("#dff0da", "#5a8f4a"), "maxpool": ("#ece0f2", "#855c99"),
-    "avgpool": ("#ece0f2", "#855c99"), "fc": ("#f6dcd8", "#a8524a"),
-    "flatten": ("#eeeeee", "#777777"), "dropout": ("#eeeeee", "#777777"),
-    "pad": ("#ffffff", "#777777"), "add": ("#ffffff", "#333333"),
-    "input": ("#ffffff", "#555555"), "output": ("#ffffff", "#555555"),
-}
 FUSED = ("#fde3c8", "#d9822b")
 ERROR = ("#fbd9d5", "#c0392b")
 GREY = "#666666"
-HEAVY = {"conv", "maxpool", "avgpool", "fc", "pad"}  # what the stage and block levels show
 # shortcut kind -> edge attributes (paper Figure 3: solid identity, dashed projection)
 # (weight 0: the main path, not the arcs, decides where nodes sit)
 SHORTCUT = {
@@ -71,30 +63,15 @@ def _x(shape: Iterable[int]) -> str:
     return "\u00d7".join(map(str, shape))
 
 
-def _stride(s: tuple[int, int]) -> str:
-    return "" if s == (1, 1) else f", /{s[0]}" if s[0] == s[1] else f", /{_x(s)}"
-
-
 def describe(op: str, a: dict[str, Any], table: bool = False) -> str:
     """Paper-style text of one op: `3×3 conv, 128, /2`, `fc 1000`; `table`: `3×3, 128`."""
-    if op == "conv":
-        extra = f", groups {a['groups']}" if a["groups"] > 1 else ""
-        if table:
-            return f"{_x(a['kernel'])}, {a['out']}{extra}"
-        dil = f", dilation {a['dilation'][0]}" if a["dilation"] != (1, 1) else ""
-        return f"{_x(a['kernel'])} conv, {a['out']}{_stride(a['stride'])}{extra}{dil}"
-    if op in ("maxpool", "avgpool"):
-        kind = op[:3]
-        if a["kernel"] is None:
-            return f"global {kind} pool"
-        return f"{_x(a['kernel'])} {kind} pool{_stride(a['stride'])}"
-    if op == "fc":
-        return f"fc {a['out']}"
-    if op == "pad":
-        return f"zero-pad +{a['pad_front'] + a['pad_back']}{_stride((a['stride'],) * 2)}"
-    if op == "dropout":
-        return f"dropout {a['p']}"
-    return {"add": "+"}.get(op, op)
+    look = OPS[op].look if op in OPS else None
+    return look.text(a, table) if look and look.text else op
+
+
+def _heavy_op(op: str) -> bool:
+    """Shown at the stage and block levels: convs, pools, fc, the zero-pad shortcut."""
+    return op in OPS and OPS[op].look.heavy
 
 
 def _fused_text(v: Any) -> str:
@@ -121,7 +98,7 @@ def _html(*lines: tuple[str, str]) -> str:
 
 
 def _box(op: str, **extra: str) -> dict[str, str]:
-    fill, line = PALETTE.get(op, PALETTE["flatten"])
+    fill, line = (OPS[op].look.fill, OPS[op].look.border) if op in OPS else PLAIN
     return {"shape": "box", "style": "rounded,filled", "fillcolor": fill, "color": line, **extra}
 
 
@@ -139,7 +116,7 @@ class Section:
     block), the stem or head group, a run of bare top-level layers, the input or output."""
 
     key: str
-    kind: str                 # block kind, 'stem', 'head', 'layers', 'input', 'output'
+    kind: str                 # block kind, 'stem', 'head', 'layers', 'io' (input, output)
     stage: str | None
     nodes: list[str] = field(default_factory=list)
     add: str | None = None
@@ -151,7 +128,7 @@ class Section:
 
     @property
     def is_unit(self) -> bool:
-        return self.kind not in ("input", "output", "stem", "head", "layers")
+        return self.kind not in ("io", "stem", "head", "layers")
 
 
 def chain(g: nx.DiGraph, v: str) -> list[str]:
@@ -166,8 +143,8 @@ def chain(g: nx.DiGraph, v: str) -> list[str]:
 
 def _section_key(g: nx.DiGraph, v: str) -> tuple[str, str]:
     d, groups = g.nodes[v], g.graph.get("groups", {})
-    if d["op"] in ("input", "output"):
-        return v, d["op"]
+    if d["op"] in OPS and OPS[d["op"]].kind == "io":  # ("?": a node an error names)
+        return v, "io"
     stage = d.get("stage")
     if stage and groups.get(stage) == stage:  # stem { } and head { } groups
         return stage, stage
@@ -221,7 +198,7 @@ def _split(g: nx.DiGraph, s: Section) -> None:
 
 def _heavy(g: nx.DiGraph, nodes: Iterable[str], table: bool = False) -> list[str]:
     return [describe(g.nodes[v]["op"], g.nodes[v]["attrs"], table) for v in nodes
-            if g.nodes[v]["op"] in HEAVY]
+            if _heavy_op(g.nodes[v]["op"])]
 
 
 def _out_shape(g: nx.DiGraph, nodes: list[str]) -> str:
@@ -282,7 +259,7 @@ def stage_view(g: nx.DiGraph, dot) -> None:
     prev = None
     for group in groups:
         s = group[0]
-        if s.kind in ("input", "output"):
+        if s.kind == "io":
             name = _end(dot, g, s)
         elif s.is_unit:
             name = s.stage or s.key
@@ -298,7 +275,7 @@ def _group_node(dot, g: nx.DiGraph, s: Section) -> str:
     """Stem, head or bare layers: their heavy ops, then the output shape."""
     lines = [(s.key, "bold")] + [(t, "") for t in _heavy(g, s.nodes)]
     lines.append((_out_shape(g, s.nodes), "small"))
-    op = next((g.nodes[v]["op"] for v in s.nodes if g.nodes[v]["op"] in HEAVY), "flatten")
+    op = next((g.nodes[v]["op"] for v in s.nodes if _heavy_op(g.nodes[v]["op"])), "flatten")
     dot.node(s.key, _html(*lines), **_box(op, group="main"))
     return s.key
 
@@ -311,7 +288,7 @@ def block_view(g: nx.DiGraph, dot) -> None:
     i = 0
     while i < len(secs):
         s = secs[i]
-        if s.kind in ("input", "output"):
+        if s.kind == "io":
             name = _end(dot, g, s)
         elif not s.is_unit:
             name = _group_node(dot, g, s)
@@ -490,15 +467,17 @@ def _layer_node(dot, g: nx.DiGraph, v: str, prefix: str, error: tuple | None,
                 side: bool) -> None:
     d = g.nodes[v]
     op = d.get("op", "?")
+    look = OPS[op].look if op in OPS else None
     short = v.removeprefix(prefix)
-    if op in ("input", "output"):
+    if op in OPS and OPS[op].kind == "io":
         shape = d.get("shape")
         dot.node(v, _html((op, "bold"), (_x(shape) if shape else "?", "small")),
                  shape="plaintext", group="main")
         return
     extra: dict[str, str] = {} if side else {"group": "main"}
     lines = [(describe(op, d["attrs"]) if "attrs" in d else short, "")]
-    if op != "add" and short != lines[0][0] and not re.fullmatch(re.escape(op) + r"\d*", short):
+    junction = look is not None and look.junction
+    if not junction and short != lines[0][0] and not re.fullmatch(re.escape(op) + r"\d*", short):
         lines.append((short, "small"))
     if d.get("fused"):
         lines.append((_fused_text(d["fused"]), "small"))
@@ -506,7 +485,7 @@ def _layer_node(dot, g: nx.DiGraph, v: str, prefix: str, error: tuple | None,
     if error and v == error[0]:
         lines.append((f"error {error[1]}", "error"))
         extra.update(fillcolor=ERROR[0], color=ERROR[1], penwidth="2.2")
-    if op == "add" and set(extra) <= {"group"}:
+    if junction and set(extra) <= {"group"}:
         dot.node(v, **_junction(**extra))
     else:
         dot.node(v, _html(*lines), **_box(op, **extra))

@@ -22,6 +22,7 @@ import networkx as nx
 from resdsl.elaborate import BlockNode, GroupNode, LayerNode, NetNode, Node, StageNode
 from resdsl.errors import SpecNameError
 from resdsl.fuse import merge_node
+from resdsl.ops import OPS
 
 HEADER = '''"""{title}
 
@@ -36,8 +37,6 @@ _TAKEN = {"torch", "nn", "F", "PadShortcut", "projection", "avg_down", "init_wei
           "OrderedDict", "Optional", "BatchNormAct2d", "Conv2dAct",
           "fold_state_dict"}
 KERNELS = ("auto", "triton", "torch")
-# runtime modules with a `kernels` attribute (Triton or PyTorch ops), set by the network
-KERNEL_MODULES = {"BatchNormAct2d", "Conv2dAct"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,79 +107,71 @@ class Ctor:
         return self.template.format(**values, OPTIONAL=extra)
 
 
-def _conv_act(g: nx.DiGraph, op: str) -> bool:
-    """Whether a conv node lowers to runtime.Conv2dAct: a conv_act (the epilogue of the BN
-    folded into it, resdsl/fold.py) and every conv of an inference network (for its packed
-    oneDNN weight); else nn.Conv2d."""
-    return op == "conv_act" or bool(g.graph.get("inference"))
+class _Lowering:
+    """ops.Lowering for one node: what its op's `torch` function reads, and the constructor
+    slots, optional keywords and runtime classes it asks for."""
+
+    def __init__(self, g: nx.DiGraph, v: str, key: str, keep: frozenset[str]):
+        d = g.nodes[v]
+        self.op, self.a, self.shape, self.key = OPS[d["op"]], d["attrs"], d["shape"], key
+        self.inference = bool(g.graph.get("inference"))
+        self.inplace = _inplace_ok(g, v, keep)
+        self.slots: dict[str, Any] = {}
+        self.optionals: list[tuple[str, str, Any]] = []
+        self.needs: dict[str, bool] = {}   # runtime class -> takes the kernel choice
+
+    def slot(self, name: str, value: Any) -> str:
+        self.slots[f"{self.key}_{name}"] = value
+        return "{" + f"{self.key}_{name}" + "}"
+
+    def optional(self, keyword: str, default: Any) -> None:
+        self.slot(keyword, self.a[keyword])
+        self.optionals.append((keyword, f"{self.key}_{keyword}", default))
+
+    def lit(self, value: Any) -> str:
+        return _num(value)
+
+    def changed(self, *names: str) -> str:
+        return "".join(f", {k}={_num(self.a[k])}" for k in names
+                       if self.a[k] != self.op.default(k))
+
+    def runtime(self, name: str, kernels: bool = False) -> str:
+        self.needs[name] = kernels
+        return name
+
+
+def lower(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset()) -> _Lowering:
+    """Run node v's `torch` lowering (its op must have one); the result holds the constructor
+    text (`.text`) and what it asked for."""
+    t = _Lowering(g, v, key, keep)
+    t.text = t.op.torch(t)  # type: ignore[attr-defined]
+    return t
 
 
 def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset()) -> Ctor:
-    """The constructor of one layer node; slot names are prefixed with `key`; `keep` names
-    nodes whose outputs must survive (features), so a ReLU may not overwrite them."""
-    d = g.nodes[v]
-    op, a = d["op"], d["attrs"]
-    s: dict[str, Any] = {}
-
-    def slot(field_: str, value: Any) -> str:
-        s[f"{key}_{field_}"] = value
-        return "{" + f"{key}_{field_}" + "}"
-
-    if op in ("conv", "conv_act"):
-        optional = []
-        for name, default in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)),
-                              ("groups", 1)):
-            slot(name, a[name])
-            optional.append((name, f"{key}_{name}", default))
-        cls, act = "nn.Conv2d", ""
-        if _conv_act(g, op):
-            cls, act = "Conv2dAct", f", relu={_num(a.get('relu', False))}"
-            act += f', residual_at="{a["residual_at"]}"' if a.get("residual_at") else ""
-        return Ctor(f"{cls}({slot('in', a['in_channels'])}, {slot('out', a['out'])}, "
-                    f"{slot('k', a['kernel'])}{{OPTIONAL}}, bias={_num(a['bias'])}{act})", s,
-                    tuple(optional))
-    if op == "bn":
-        extra = "".join(f", {k}={_num(a[k])}" for k, dflt in (("eps", 1e-5), ("momentum", 0.1))
-                        if a[k] != dflt)
-        return Ctor(f"nn.BatchNorm2d({slot('c', d['shape'][0])}{extra})", s)
-    if op == "bn_act":  # bn with the relu / residual add it absorbed (resdsl/fuse.py)
-        extra = "".join(f", {k}={_num(a[k])}" for k, dflt in (("eps", 1e-5), ("momentum", 0.1))
-                        if a[k] != dflt)
-        extra += ", relu=True" if a["relu"] else ""
-        extra += f', residual_at="{a["residual_at"]}"' if a["residual_at"] else ""
-        return Ctor(f"BatchNormAct2d({slot('c', d['shape'][0])}{extra})", s)
-    if op == "relu":
-        return Ctor(f"nn.ReLU(inplace={_num(_inplace_ok(g, v, keep))})")
-    if op == "maxpool":
-        ceil = ", ceil_mode=True" if a["ceil_mode"] else ""
-        return Ctor(f"nn.MaxPool2d({slot('k', a['kernel'])}, stride={slot('s', a['stride'])}, "
-                    f"padding={slot('p', a['padding'])}{ceil})", s)
-    if op == "avgpool":
-        if a["kernel"] is None:
-            return Ctor("nn.AdaptiveAvgPool2d((1, 1))")
-        return Ctor(f"nn.AvgPool2d({slot('k', a['kernel'])}, stride={slot('s', a['stride'])}, "
-                    f"padding={slot('p', a['padding'])}, ceil_mode={_num(a['ceil_mode'])}, "
-                    f"count_include_pad={_num(a['count_include_pad'])})", s)
-    if op == "flatten":
-        return Ctor("nn.Flatten()")
-    if op == "fc":
-        return Ctor(f"nn.Linear({slot('in', a['in_features'])}, {slot('out', a['out'])}, "
-                    f"bias={_num(a['bias'])})", s)
-    if op == "dropout":
-        return Ctor(f"nn.Dropout({_num(a['p'])})")
-    raise AssertionError(f"no PyTorch constructor for op {op}")
+    """The constructor of one layer node (its op's `torch` lowering); slot names are prefixed
+    with `key`; `keep` names nodes whose outputs must survive (features), so a ReLU may not
+    overwrite them."""
+    t = lower(g, v, key, keep)
+    return Ctor(t.text, t.slots, tuple(t.optionals))  # type: ignore[attr-defined]
 
 
 def _inplace_ok(g: nx.DiGraph, v: str, keep: frozenset[str] = frozenset()) -> bool:
-    """ReLU may overwrite its input only when nothing else reads it: a conv, bn or add output
-    with no other user (a relu's, dropout's or flatten's output may be needed by its backward
-    or alias a tensor someone else holds) that is not returned as a feature."""
-    (u,) = g.predecessors(v)
-    return g.out_degree(u) == 1 and g.nodes[u]["op"] in ("conv", "bn", "add") and u not in keep
+    """A node may overwrite its input only when nothing else reads it: an output with no other
+    user, of an op no backward reads the output of (ops.Op.overwritable: a relu's, dropout's or
+    flatten's output may be needed by its backward or alias a tensor someone else holds), that
+    is not returned as a feature."""
+    preds = list(g.predecessors(v))
+    if len(preds) != 1:
+        return False
+    u = preds[0]
+    return (g.out_degree(u) == 1 and OPS[g.nodes[u]["op"]].overwritable(g.nodes[u]["attrs"])
+            and u not in keep)
 
 
 def _needs_flatten(g: nx.DiGraph, v: str) -> bool:
-    if g.nodes[v]["op"] != "fc":
+    """A node whose op flattens its input first (fc) and whose input is a map."""
+    if not OPS[g.nodes[v]["op"]].flatten_input:
         return False
     (u,) = g.predecessors(v)
     return len(g.nodes[u]["shape"]) == 3
@@ -196,10 +187,7 @@ def shortcut_ctor(g: nx.DiGraph, b: BlockNode, key: str) -> Ctor | None:
     if kind == "identity":
         return None
     if kind == "pad":
-        a = g.nodes[sc.path]["attrs"]
-        return Ctor(f"PadShortcut({{{key}_s}}, {{{key}_front}}, {{{key}_back}})",
-                    {f"{key}_s": a["stride"], f"{key}_front": a["pad_front"],
-                     f"{key}_back": a["pad_back"]})
+        return layer_ctor(g, sc.path, key)
     if kind in ("projection", "avgdown"):
         a = g.nodes[f"{sc.path}.{0 if kind == 'projection' else 1}"]["attrs"]
         pool = g.nodes.get(f"{sc.path}.0")
@@ -242,6 +230,7 @@ class Step:
     flatten: bool = False
     block: BlockNode | None = None
     residual: bool = False  # a fused BN that also takes the shortcut's value
+    node: str | None = None  # a layer's IR node
 
 
 def block_steps(g: nx.DiGraph, b: BlockNode) -> tuple[list[Step], list[Step], list[Step]]:
@@ -252,7 +241,8 @@ def block_steps(g: nx.DiGraph, b: BlockNode) -> tuple[list[Step], list[Step], li
             if isinstance(n, LayerNode) and n.path in g:  # (not absorbed by a fused BN)
                 at = g.nodes[n.path]["attrs"].get("residual_at")
                 out.append(Step("layer", n.name, layer_ctor(g, n.path, n.name),
-                                _needs_flatten(g, n.path), residual=at is not None))
+                                _needs_flatten(g, n.path), residual=at is not None,
+                                node=n.path))
             elif isinstance(n, BlockNode):
                 out.append(Step("block", n.name, block=n))
         return out
@@ -276,6 +266,7 @@ class Emitter:
         self.of: dict[str, BlockClass] = {}
         self.used_names = set(_TAKEN) | set(dir(builtins)) | set(keyword.kwlist)
         self.needs: set[str] = set()
+        self.kernel_modules: set[str] = set()  # runtime classes that take the kernel choice
         self.kernels: str | None = None
         # the inference network (resdsl/fold.py): conv -> (the BN folded into it, its eps)
         self.folded = ({v: d["folded"] for v, d in g.nodes(data=True) if d.get("folded")}
@@ -318,9 +309,8 @@ class Emitter:
 
     def zero_init(self, b: BlockNode) -> list[str]:
         nodes = (b.pre or []) + (b.residual or []) + (b.post or [])
-        return [n.name for n in nodes if isinstance(n, LayerNode) and n.kind == "bn"
-                and n.attrs.get("zero_init")
-                and n.path in self.g]  # (not folded away)
+        return [n.name for n in nodes if isinstance(n, LayerNode) and n.path in self.g
+                and self.g.nodes[n.path]["attrs"].get("zero_init")]  # (not folded away)
 
     def assign_params(self, cls: BlockClass) -> None:
         """Slots equal across all instances become literals; the rest constructor parameters,
@@ -450,10 +440,10 @@ class Emitter:
         if not res:
             out.append("out = x")
         if with_sc and not any(s.residual for s in res + post):
-            last = res[-1].ctor.template if res and res[-1].ctor else ""
+            last = self.g.nodes[res[-1].node] if res and res[-1].node else None
             # in place, as torchvision does, where the branch ends in a conv or bn (whose
             # output no backward needs); else a new tensor
-            inplace = last.startswith(("nn.BatchNorm2d", "nn.Conv2d", "Conv2dAct"))
+            inplace = last is not None and OPS[last["op"]].overwritable(last["attrs"])
             out += identity + ["out += identity" if inplace else "out = out + identity"]
         for s in post:
             out += (identity if s.residual else []) + [self.call(s, "out")]
@@ -519,7 +509,7 @@ class Emitter:
                  "        super().__init__()"]
         lines += ["        " + x.replace("\n", "\n") for x in init]
         lines.append("        init_weights(self, zero_init_residual)")
-        fused = sorted(self.needs & KERNEL_MODULES)
+        fused = sorted(self.kernel_modules)
         if fused:
             lines += ["        for m in self.modules():  # the fused ops' kernels",
                       f"            if isinstance(m, {' | '.join(fused)}):",
@@ -561,7 +551,7 @@ class Emitter:
     def kernels_arg(self) -> str:
         """The network's `kernels` parameter where it has fused BNs: "auto" (Triton on CUDA
         tensors), "triton", "torch", or None for $RESDSL_KERNELS at run time."""
-        if not self.needs & KERNEL_MODULES:
+        if not self.kernel_modules:
             return ""
         return f", kernels: str | None = {self.kernels and repr(self.kernels)}"
 
@@ -589,11 +579,12 @@ class Emitter:
 
     def source(self, features: list[str] | None = None, standalone: bool = False) -> str:
         self.check_names()
-        if any(d["op"] == "bn_act" for _, d in self.g.nodes(data=True)):
-            self.needs.add("BatchNormAct2d")
-        if any(d["op"] in ("conv", "conv_act") and _conv_act(self.g, d["op"])
-               for _, d in self.g.nodes(data=True)):
-            self.needs.add("Conv2dAct")
+        for v, d in self.g.nodes(data=True):  # the runtime classes the layers lower to
+            if OPS[d["op"]].torch:
+                for name, kernels in lower(self.g, v, "x").needs.items():
+                    self.needs.add(name)
+                    if kernels:
+                        self.kernel_modules.add(name)
         for b in _all_blocks(self.net):
             self.collect(b)
         for cls in self.classes.values():

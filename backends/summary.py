@@ -1,7 +1,7 @@
 """The summary backend: a torchinfo-like table of the graph IR, collapsible by depth.
 
 Depth 1 rows are the stem, the stages and the head; depth 2 the blocks; depth 3 their layers
-(and deeper for nested blocks and shortcut layers). Counts are exact integers from infer.py.
+(and deeper for nested blocks and shortcut layers). Counts are exact integers from the op table (resdsl/ops.py).
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 import networkx as nx
 
 from resdsl.graph import totals
-from resdsl.ir import COUNTS, shape_str
+from resdsl.ir import shape_str
+from resdsl.ops import COUNTS, OPS
 
 
 @dataclass
@@ -40,7 +41,7 @@ def rows(g: nx.DiGraph, depth: int = 2) -> list[Row]:
     out: dict[str, Row] = {}
     groups = g.graph.get("groups", {})
     for v, d in g.nodes(data=True):
-        if d["op"] in ("input", "output"):
+        if OPS[d["op"]].kind == "io":
             continue
         path = display_path(v, d["stage"])
         for level in range(1, min(depth, len(path)) + 1):

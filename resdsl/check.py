@@ -10,7 +10,7 @@ from typing import Iterable
 from . import nodes as n
 from .elaborate import Elaborator, bind_shape, head_span, names_in
 from .errors import Collector, ResdslError, Span, SpecNameError, SpecValueError, did_you_mean
-from .layers import LAYERS, MERGES, REQUIRED, SHORTCUTS
+from .ops import LAYERS, MERGES, REQUIRED, SHORTCUTS
 from .loader import Program, Scope
 
 
@@ -160,7 +160,7 @@ class _Definition:
                                           or f"kinds: {', '.join(SHORTCUTS)}", code="E201"))
             return
         self._try(lambda: bind_shape([], st.args, f"shortcut {st.kind}", st.span,
-                                     SHORTCUTS[st.kind]))
+                                     SHORTCUTS[st.kind].flags))
 
     def expr(self, e: n.Expr, local: set[str]) -> None:
         for x in names_in(e):

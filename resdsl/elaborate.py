@@ -12,7 +12,7 @@ from typing import Any, Iterable, Optional, Union
 from . import nodes as n
 from .errors import (LimitError, ResdslError, Span, SpecNameError, SpecValueError,
                      did_you_mean)
-from .layers import BOOL, FLOAT, INT, LAYERS, MERGES, NONNEG, PAIR, POS, PROB, REQUIRED, SHORTCUTS
+from .ops import BOOL, DEFAULT_MERGE, FLOAT, INT, LAYERS, NONNEG, PAIR, POS, PROB, REQUIRED, SHORTCUTS
 from .loader import Program, Scope
 
 MAX_LAYERS = 100_000
@@ -559,7 +559,7 @@ class Elaborator:
                 target = body.pre if body.residual is None else body.post
                 target.extend(self._sequence((stmt,), env, namer, path))
         if body.shortcut is not None and body.shortcut.kind != "none" and body.merge is None:
-            body.merge, body.merge_span = "add", body.shortcut.span
+            body.merge, body.merge_span = DEFAULT_MERGE, body.shortcut.span
         return body
 
     def _shortcut(self, sc: n.Shortcut, env: Env, path: str) -> ShortcutNode:
@@ -568,7 +568,7 @@ class Elaborator:
             namer = _IndexNamer()
             return ShortcutNode("custom", spath, sc.span,
                                 body=self._sequence(sc.body or (), env, namer, spath))
-        flags = bind_shape([], sc.args, f"shortcut {sc.kind}", sc.span, SHORTCUTS[sc.kind])
+        flags = bind_shape([], sc.args, f"shortcut {sc.kind}", sc.span, SHORTCUTS[sc.kind].flags)
         self._grow({"projection": 2, "avgdown": 3}.get(sc.kind, 0), sc.span)
         return ShortcutNode(sc.kind, spath, sc.span, always="always" in flags)
 
@@ -588,9 +588,9 @@ class Elaborator:
             kind = LAYERS[st.kind]
             bound = bind_shape([p.name for p in kind.params], st.args, f"`{st.kind}`", st.span,
                                kind.flags)
-            attrs = {p.name: self._attr(st.kind, p, bound.get(p.name), env, st.span)
-                     for p in kind.params}
-            _fill_defaults(st.kind, attrs)
+            attrs = kind.complete({p.name: self._attr(kind, p, bound.get(p.name), env, st.span)
+                                   for p in kind.params
+                                   if p.name in bound or p.default is REQUIRED})
             name = namer.name(st.kind, st.label, st.span)
             self._grow(1, st.span)
             return LayerNode(name, _join(path, name), st.kind, attrs, st.span)
@@ -611,16 +611,15 @@ class Elaborator:
                                  head_span(st), code="E304")
         return v
 
-    def _attr(self, layer: str, p, arg: n.Arg | None, env: Env, span: Span) -> Any:
+    def _attr(self, op, p, arg: n.Arg | None, env: Env, span: Span) -> Any:
+        """One given (or missing required) argument of a layer, checked against its type."""
         if arg is None:
-            if p.default is REQUIRED:
-                raise SpecNameError(f"`{layer}` needs its '{p.name}' argument", span,
-                                    _usage(layer), code="E204")
-            return (p.default, p.default) if p.type == PAIR and p.default is not None else p.default
+            raise SpecNameError(f"`{op.name}` needs its '{p.name}' argument", span,
+                                _usage(op.name), code="E204")
         if isinstance(arg.value, n.Name) and arg.name is None and arg.value.id == p.name \
                 and p.type == BOOL:
             return True
-        return coerce(evaluate(arg.value, env), p.type, f"`{layer}` {p.name}", arg.value.span)
+        return coerce(evaluate(arg.value, env), p.type, f"`{op.name}` {p.name}", arg.value.span)
 
 
 class _IndexNamer(Namer):
@@ -680,16 +679,6 @@ def _positive(x: int, span: Span, what: str, zero_ok: bool = False) -> int:
         raise SpecValueError(f"{what} must be {'non-negative' if zero_ok else 'positive'}, "
                              f"got {x}", span, code="E301")
     return x
-
-
-def _fill_defaults(kind: str, a: dict[str, Any]) -> None:
-    """Defaults that depend on other arguments: padding from the kernel, pool stride."""
-    if "kernel" in a and a["kernel"] is not None:
-        dil = a.get("dilation", (1, 1))
-        if a.get("padding") is None:
-            a["padding"] = tuple((k - 1) // 2 * d for k, d in zip(a["kernel"], dil))
-        if kind != "conv" and a.get("stride") is None:
-            a["stride"] = a["kernel"]
 
 
 def _from_python(v: Any, env: Env, what: str, span: Span) -> Value:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from . import nodes as n
-from .layers import LAYERS, SHORTCUTS
+from .ops import LAYERS, SHORTCUTS
 from .parse import MAX_DIGITS, parse_with_comments
 
 INDENT = "  "
@@ -133,7 +133,7 @@ SIMPLE: dict[type, Callable] = {
     n.Use: lambda s: f'use "{s.target}"' if s.is_path else f"use {s.target}",
     n.Let: lambda s: f"{s.name} = {format_expr(s.value)}",
     n.Layer: _layer,
-    n.Shortcut: lambda s: "shortcut " + _with_args(s.kind, s.args, SHORTCUTS.get(s.kind, ())),
+    n.Shortcut: lambda s: "shortcut " + _with_args(s.kind, s.args, SHORTCUTS[s.kind].flags if s.kind in SHORTCUTS else ()),
     n.Merge: lambda s: f"merge {s.op}",
     n.Input: lambda s: f"input {format_expr(s.shape)}",
     n.Stage: _stage,

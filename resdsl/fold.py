@@ -22,7 +22,7 @@ import networkx as nx
 
 from . import ir
 from .fuse import reordered
-from .infer import cost
+from .ops import cost
 
 
 def fold(g: nx.DiGraph, keep: Iterable[str] = ()) -> nx.DiGraph:
@@ -72,7 +72,7 @@ def _fold(g: nx.DiGraph, conv: str, bn: str) -> None:
     for _, w, e in list(g.out_edges(bn, data=True)):
         g.add_edge(conv, w, **e)
     g.remove_node(bn)
-    (inp,) = [g.nodes[u]["shape"] for u in g.predecessors(conv)
-              if g.edges[u, conv].get("port", 0) == 0]
-    c.update(cost(c["op"], attrs, inp, c["shape"]), attrs=attrs, fused=fused,
+    ins = [g.nodes[u]["shape"] for u in sorted(g.predecessors(conv),
+                                               key=lambda u: g.edges[u, conv].get("port", 0))]
+    c.update(cost(c["op"], attrs, ins, c["shape"]), attrs=attrs, fused=fused,
              folded=(bn, b["attrs"]["eps"]))

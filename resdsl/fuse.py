@@ -23,6 +23,7 @@ from collections.abc import Iterable
 import networkx as nx
 
 from . import ir
+from .ops import COUNTS
 
 
 def fuse(g: nx.DiGraph, keep: Iterable[str] = ()) -> tuple[nx.DiGraph, bool]:
@@ -88,7 +89,7 @@ def _absorb(g: nx.DiGraph, bn: str, absorbed: list[str], relu: bool, at: str | N
     order = {"pre": ["add", "bn"], "mid": ["bn", "add"], "post": ["bn", "relu", "add"]}
     ops = order.get(at, ["bn"]) + (["relu"] if relu and at != "post" else [])
     for u in absorbed:
-        for c in ir.COUNTS:
+        for c in COUNTS:
             d[c] += g.nodes[u][c]
     inputs = []
     if add is not None:

@@ -14,17 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from . import ir
 from .elaborate import BlockNode, GroupNode, LayerNode, NetNode, Node, ShortcutNode, StageNode
 from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError, SpecValueError
-from .infer import cost, infer_shape
 from .ir import shape_str
+from .ops import COUNTS, OPS, cost, infer_shape
 
 if TYPE_CHECKING:
     import networkx as nx
-
-# Layer kinds whose attributes pass to the IR unchanged (conv and fc gain their input size).
-_KEEP = {op: set(attrs) for op, attrs in ir.OPS.items()}
 
 
 class _Nodes(dict):
@@ -95,7 +91,7 @@ class Builder:
                                 "labels must not repeat a generated name", code="E202",
                                 notes=[(self.g.nodes[name]["span"], "first here")])
         in_shapes = [self.g.nodes[s]["shape"] for s in srcs]
-        attrs = {k: attrs[k] for k in ir.OPS[op]}  # one attribute order, the op set's
+        attrs = {k: attrs[k] for k in OPS[op].attrs}  # one attribute order, the op table's
         self.g.add_node(name, op=op, attrs=attrs, stage=ctx.stage, block=ctx.block, span=span)
         for i, s in enumerate(srcs):
             self.g.add_edge(s, name, **((edges or [{}] * len(srcs))[i]))
@@ -103,8 +99,7 @@ class Builder:
             shape = infer_shape(op, attrs, in_shapes)
         except ShapeError as e:
             raise self._locate(e, name, span) from None
-        self.g.nodes[name].update(shape=shape, **cost(op, attrs, in_shapes[0] if in_shapes else
-                                                     shape, shape))
+        self.g.nodes[name].update(shape=shape, **cost(op, attrs, in_shapes, shape))
         return name
 
     def _locate(self, e: ResdslError, name: str, span: Span) -> ResdslError:
@@ -136,12 +131,9 @@ class Builder:
         return cur
 
     def layer(self, node: LayerNode, cur: str, ctx: Ctx) -> str:
-        attrs = {k: v for k, v in node.attrs.items() if k in _KEEP[node.kind]}
-        shape = self.shape(cur)
-        if node.kind == "conv":
-            attrs["in_channels"] = shape[0]
-        if node.kind == "fc":
-            attrs["in_features"] = shape[0]
+        attrs, channels = dict(node.attrs), OPS[node.kind].channels
+        if channels:
+            attrs[channels] = self.shape(cur)[0]
         return self.add(node.path, node.kind, attrs, [cur], node.span, ctx)
 
     def block(self, b: BlockNode, cur: str, ctx: Ctx) -> str:
@@ -160,9 +152,8 @@ class Builder:
                 "{ }`, or use `shortcut none` or a plain block", code="E308",
                 notes=[(b.span, "used here")]), b.path, sc.span)
         s, kind = self.shortcut(sc, x, r, ctx)
-        merge = f"{b.path}.add"
         try:
-            out = self.add(merge, "add", {}, [r, s], b.merge_span or sc.span, ctx,
+            out = self.add(f"{b.path}.{b.merge}", b.merge, {}, [r, s], b.merge_span or sc.span, ctx,
                            [{"port": 0}, {"port": 1, "shortcut": kind}])
         except ShapeError as e:
             e.message = (f"cannot add the residual branch ({shape_str(self.shape(r))}) and the "
@@ -196,24 +187,26 @@ class Builder:
         if len(xs) != 3 or len(rs) != 3:
             raise self._locate(ShapeError("a shortcut needs feature maps on both branches",
                                           sc.span, code="E404"), sc.path, sc.span)
-        if sc.kind == "pad":
-            return self._pad(sc, x, xs, rs, stride, ctx), "pad"
-        src = x
-        index = 0
-        if sc.kind == "avgdown":
-            if stride != (1, 1):
-                src = self.add(f"{sc.path}.0", "avgpool", {
-                    "kernel": stride, "stride": stride, "padding": (0, 0), "ceil_mode": True,
-                    "count_include_pad": False}, [x], sc.span, ctx)
-            index = 1
-            stride = (1, 1)
+        make = {"pad": self._pad, "projection": self._project, "avgdown": self._avg_down}
+        return make[sc.kind](sc, x, xs, rs, stride, ctx), sc.kind
+
+    def _project(self, sc: ShortcutNode, x: str, xs, rs, stride, ctx: Ctx, index: int = 0) -> str:
+        """Option B/C: 1x1 conv with the branch's stride, then bn (`downsample.0`, `.1`)."""
         conv = self.add(f"{sc.path}.{index}", "conv", {
-            "in_channels": xs[0], "out": rs[0], "kernel": (1, 1), "stride": stride,
-            "padding": (0, 0), "groups": 1, "dilation": (1, 1), "bias": False},
-            [src], sc.span, ctx)
-        bn = self.add(f"{sc.path}.{index + 1}", "bn", {"zero_init": False, "eps": 1e-5,
-                                                      "momentum": 0.1}, [conv], sc.span, ctx)
-        return bn, sc.kind
+            "in_channels": xs[0], **OPS["conv"].complete(
+                {"out": rs[0], "kernel": (1, 1), "stride": stride, "padding": (0, 0)})},
+            [x], sc.span, ctx)
+        return self.add(f"{sc.path}.{index + 1}", "bn", OPS["bn"].complete({}), [conv], sc.span,
+                        ctx)
+
+    def _avg_down(self, sc: ShortcutNode, x: str, xs, rs, stride, ctx: Ctx) -> str:
+        """ResNet-D: where strided, a stride x stride average pool (`downsample.0`), then the
+        projection at stride 1 (`.1`, `.2`)."""
+        if stride != (1, 1):
+            x = self.add(f"{sc.path}.0", "avgpool", OPS["avgpool"].complete({
+                "kernel": stride, "padding": (0, 0), "ceil_mode": True,
+                "count_include_pad": False}), [x], sc.span, ctx)
+        return self._project(sc, x, xs, rs, (1, 1), ctx, index=1)
 
     def branch_stride(self, x: str, r: str) -> tuple[int, int]:
         """The total stride of the residual branch from x to r. Deciding by stride rather
@@ -221,6 +214,7 @@ class Builder:
         return path_stride(self.g, r, x)
 
     def _pad(self, sc: ShortcutNode, x: str, xs, rs, stride, ctx: Ctx) -> str:
+        """Option A: subsample by the stride, zero channels added on both sides."""
         if rs[0] < xs[0] or stride[0] != stride[1]:
             raise self._locate(ShapeError(
                 f"`shortcut pad` cannot turn {shape_str(xs)} into {shape_str(rs)}", sc.span,
@@ -256,7 +250,7 @@ def check_input_shape(shape: Any) -> tuple[int, int, int]:
 
 
 def totals(g: nx.DiGraph | Draft) -> dict[str, int]:
-    return {c: sum(d[c] for _, d in g.nodes(data=True)) for c in ir.COUNTS}
+    return {c: sum(d[c] for _, d in g.nodes(data=True)) for c in COUNTS}
 
 
 def path_stride(g: nx.DiGraph | Draft, v: str, start: str | None = None) -> tuple[int, int]:
@@ -266,11 +260,8 @@ def path_stride(g: nx.DiGraph | Draft, v: str, start: str | None = None) -> tupl
     sh = sw = 1
     while v != start:
         d = g.nodes[v]
-        if (d["op"] in ("conv", "conv_act", "maxpool", "avgpool")
-                and d["attrs"].get("kernel") is not None):
-            sh, sw = sh * d["attrs"]["stride"][0], sw * d["attrs"]["stride"][1]
-        elif d["op"] == "pad":
-            sh, sw = sh * d["attrs"]["stride"], sw * d["attrs"]["stride"]
+        s = OPS[d["op"]].stride(d["attrs"])
+        sh, sw = sh * s[0], sw * s[1]
         preds = list(g.predecessors(v))
         if not preds:
             break

@@ -1,16 +1,16 @@
-"""The graph IR: a networkx.DiGraph of ops over tensor edges, its closed op set, `verify`, and
-its text and JSON forms.
+"""The graph IR: a networkx.DiGraph of ops over tensor edges, `verify`, and its text and JSON
+forms. The op set is resdsl/ops.py's table (docs/ir.md lists it).
 
 Node id = the hierarchical name (`layer3.4.conv2`); node attributes:
-  op      one of OPS below          attrs   the op's arguments (ints, tuples, bools, floats)
+  op      a key of ops.OPS              attrs   the op's attributes, in the table's order
   shape   output shape, batch left out: (C, H, W) or (F,)
   stage   `layer1` / `stem` / `head` / None      block   innermost block path or None
   span    the spec text that made it             params, buffers, macs, elementwise: counts
-  fused, absorbed   on `bn_act` (and `conv_act`): its ops in order ("bn+add+relu") and the
-                    nodes it took in; on a conv a BN folded into: folded = (the BN's name, eps)
-Edges run producer -> consumer; the in-edges of an `add` (and of a `bn_act` with a residual)
-carry `port` 0 (residual) and 1 (shortcut) and the shortcut edge its `shortcut` kind. Graph
-attributes: name, input.
+  fused, absorbed   on a fused op (`bn_act`, `conv_act`): its ops in order ("bn+add+relu") and
+                    the nodes it took in; on a conv a BN folded into: folded = (the BN's name, eps)
+Edges run producer -> consumer; the in-edges of an op with several inputs carry `port` 0, 1, ...
+(a merge: 0 the residual branch, 1 the shortcut, whose edge also names its `shortcut` kind).
+Graph attributes: name, input.
 """
 from __future__ import annotations
 
@@ -18,62 +18,41 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .errors import Span
+from .ops import COUNTS, OPS
 
 if TYPE_CHECKING:
     import networkx as nx
 
-# op -> its attributes. This is the whole op set; every backend handles exactly these.
-OPS: dict[str, tuple[str, ...]] = {
-    "input": (),
-    "conv": ("in_channels", "out", "kernel", "stride", "padding", "groups", "dilation", "bias"),
-    "bn": ("zero_init", "eps", "momentum"),
-    # bn fused with a relu and/or a residual add (resdsl/fuse.py): relu(bn(x + r)) at "pre",
-    # relu(bn(x) + r) at "mid", relu(bn(x)) + r at "post"; residual_at None: no add
-    "bn_act": ("zero_init", "eps", "momentum", "relu", "residual_at"),
-    # a conv with a BN folded into it (resdsl/fold.py) and the relu / residual add that BN had
-    # absorbed, in the same order: relu(conv(x) + r) at "mid", relu(conv(x)) + r at "post"
-    "conv_act": ("in_channels", "out", "kernel", "stride", "padding", "groups", "dilation",
-                 "bias", "relu", "residual_at"),
-    "relu": (),
-    "maxpool": ("kernel", "stride", "padding", "ceil_mode"),
-    "avgpool": ("kernel", "stride", "padding", "ceil_mode", "count_include_pad"),  # kernel None: global
-    "flatten": (),
-    "fc": ("in_features", "out", "bias"),
-    "dropout": ("p",),
-    "add": (),
-    "pad": ("stride", "pad_front", "pad_back"),  # option A: x[:, :, ::s, ::s], zero channels
-    "output": (),
-}
-
-COUNTS = ("params", "buffers", "macs", "elementwise")
-
 
 def verify(g: nx.DiGraph) -> None:
-    """Check our own invariants (not user input): a DAG over known ops, one input, one output,
-    arities right, every node shaped and counted."""
+    """Check our own invariants (not user input), as torch.fx's Graph.lint: a DAG over known
+    ops, one input, one output, each node's attributes, inputs and ports as its op's record
+    says, and its shape and counts what the op's rules give for its inputs."""
     import networkx as nx
     assert nx.is_directed_acyclic_graph(g), "graph has a cycle"
-    ins = [v for v, d in g.nodes(data=True) if d["op"] == "input"]
-    outs = [v for v, d in g.nodes(data=True) if d["op"] == "output"]
-    assert len(ins) == 1 and len(outs) == 1, f"inputs {ins}, outputs {outs}"
+    unknown = [v for v, d in g.nodes(data=True) if d["op"] not in OPS]
+    assert not unknown, f"unknown ops: {unknown}"
+    ends = [d["op"] for _, d in g.nodes(data=True) if OPS[d["op"]].kind == "io"]
+    assert sorted(ends) == ["input", "output"], f"input and output nodes: {ends}"
     for v, d in g.nodes(data=True):
-        assert d["op"] in OPS, f"{v}: unknown op {d['op']}"
-        assert set(d["attrs"]) == set(OPS[d["op"]]), f"{v}: attrs {sorted(d['attrs'])}"
-        want = 0 if d["op"] == "input" else 2 if _binary(d) else 1
-        assert g.in_degree(v) == want, f"{v}: {g.in_degree(v)} inputs, wants {want}"
-        if want == 2:
-            ports = sorted(e.get("port") for _, _, e in g.in_edges(v, data=True))
-            assert ports == [0, 1], f"{v}: input ports {ports}"
-        if d["op"] == "bn_act":
-            assert d["attrs"]["residual_at"] in (None, "pre", "mid", "post"), f"{v}: residual_at"
+        op = OPS[d["op"]]
+        assert tuple(d["attrs"]) == op.attrs, f"{v}: attrs {list(d['attrs'])}"
+        for p in op.params:
+            assert p.choices is None or d["attrs"][p.name] in p.choices, f"{v}: {p.name}"
+        preds = sorted(g.predecessors(v), key=lambda u: g.edges[u, v].get("port", 0))
+        assert len(preds) in op.inputs(d["attrs"]), f"{v}: {len(preds)} inputs"
+        if len(preds) > 1:
+            ports = [g.edges[u, v].get("port") for u in preds]
+            assert ports == list(range(len(preds))), f"{v}: input ports {ports}"
+        if op.kind == "fused":
             assert isinstance(d.get("fused"), str) and isinstance(d.get("absorbed"), tuple), v
         assert isinstance(d.get("shape"), tuple), f"{v}: no shape"
         assert all(isinstance(d.get(c), int) for c in COUNTS), f"{v}: counts missing"
-
-
-def _binary(d: dict[str, Any]) -> bool:
-    return d["op"] == "add" or (d["op"] in ("bn_act", "conv_act")
-                                and d["attrs"]["residual_at"] is not None)
+        if preds:
+            ins = [g.nodes[u]["shape"] for u in preds]
+            assert op.shape(d["attrs"], ins) == d["shape"], f"{v}: shape {d['shape']}"
+            counts = op.cost(d["attrs"], ins, d["shape"])
+            assert all(d[c] == counts[c] for c in COUNTS), f"{v}: counts"
 
 
 def _fmt_value(v: Any) -> str:
@@ -92,8 +71,7 @@ def shape_str(shape: tuple[int, ...]) -> str:
 
 _SHORT = {"in_channels": "in", "kernel": "k", "stride": "s", "padding": "p", "groups": "g",
           "dilation": "d", "in_features": "in"}
-_DEFAULTS = {"groups": 1, "dilation": (1, 1), "bias": False, "ceil_mode": False,
-             "zero_init": False, "relu": False, "eps": 1e-5, "momentum": 0.1, "count_include_pad": True}
+_ALWAYS = ("in_channels", "out", "kernel", "stride", "padding", "in_features")  # shown as given
 
 
 def to_text(g: nx.DiGraph) -> str:
@@ -102,11 +80,10 @@ def to_text(g: nx.DiGraph) -> str:
     lines = [f"# network {g.graph['name']}: input {shape_str(g.graph['input'])}"]
     for v in g.nodes:  # insertion order: the builder adds nodes in a topological order
         d = g.nodes[v]
-        shown = [f"{_SHORT.get(k, k)}={_fmt_value(x)}" for k, x in d["attrs"].items()
-                 if k in ("in_channels", "out", "kernel", "stride", "padding", "in_features")
-                 or (_DEFAULTS.get(k, object()) != x and x is not None)]
-        if d["op"] == "avgpool" and d["attrs"]["kernel"] is None:
-            shown = ["global"]
+        op = OPS[d["op"]]
+        shown = op.shown(d["attrs"]) or [
+            f"{_SHORT.get(k, k)}={_fmt_value(x)}" for k, x in d["attrs"].items()
+            if k in _ALWAYS or (x != op.default(k) and x is not None)]
         args = ", ".join(shown)
         preds = sorted(g.predecessors(v), key=lambda u: g.edges[u, v].get("port", 0))
         srcs = ", ".join(_operand(g, u, v) for u in preds)

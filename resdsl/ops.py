@@ -1,0 +1,519 @@
+"""The op table: every op of the graph IR, defined once.
+
+One `Op` record holds everything the compiler knows about an op: the parameters a spec writes
+(types, defaults, bare flags), the attributes the IR adds, its inputs, its shape and cost rules
+(pure functions of the attributes and input shapes, as pycls's `complexity` mirrors constructor
+arguments), its stride, how it lowers to PyTorch, how `resdsl draw` shows it, and its part in
+the passes. Binding, checking, shape inference, the backends and docs/ir.md all read this
+table; adding a layer type is adding one record here. The passes (fuse.py, fold.py) match the
+ops they rewrite by name.
+
+Sizes follow PyTorch's formulas exactly (floor division, padding, dilation, ceil_mode).
+Counting conventions: `macs` are multiply-accumulates of conv and fc only (what torchvision's
+GFLOPS and the ResNet paper's FLOPs count); `elementwise` counts the other ops' per-element work
+apart: a normalisation 1 (a fused scale-shift), relu 1, add 1, pools one per window element
+read. Parameters are weights, biases and a norm's affine pair; BN's running mean, running
+variance and num_batches_tracked are buffers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any, Callable, Protocol
+
+from .errors import ShapeError
+
+Shape = tuple[int, ...]
+Attrs = dict[str, Any]
+COUNTS = ("params", "buffers", "macs", "elementwise")
+
+# Value types a parameter accepts (checked in elaborate.py).
+INT, POS, NONNEG, PAIR, FLOAT, PROB, BOOL = "int", "pos", "nonneg", "pair", "float", "prob", "bool"
+REQUIRED = object()   # the default of a parameter a spec must give
+
+
+@dataclass(frozen=True)
+class P:
+    """One attribute of an op: name, value type, default (REQUIRED: none; None: derived from
+    the others by the op's `fill`, or absent), whether a spec may write it bare as a flag
+    (`bn(zero_init)`), and for attributes the passes set, the values allowed."""
+
+    name: str
+    type: str
+    default: object = None
+    flag: bool = False
+    choices: tuple | None = None    # the values it may take, where they are few
+
+
+class Lowering(Protocol):
+    """What an op's `torch` function is given by the PyTorch backend (backends/pytorch.py)."""
+
+    a: Attrs             # the node's attributes
+    shape: Shape         # its output shape
+    inference: bool      # an inference network (resdsl/fold.py): convs are runtime.Conv2dAct
+    inplace: bool        # nothing else reads the node's input, so it may be overwritten
+
+    def slot(self, name: str, value: Any) -> str:
+        """A number a shared block class may take as a constructor parameter."""
+
+    def optional(self, keyword: str, default: Any) -> None:
+        """`keyword=` (the attribute of that name) where `{OPTIONAL}` stands, written where it
+        differs from PyTorch's default or is a parameter of the class."""
+
+    def lit(self, value: Any) -> str:
+        """A literal."""
+
+    def changed(self, *names: str) -> str:
+        """`, name=value` for each of these attributes that is off the op's own default."""
+
+    def runtime(self, name: str, kernels: bool = False) -> str:
+        """A class of resdsl.runtime, which the emitted file then imports; `kernels`: it takes
+        the network's kernel choice."""
+
+
+@dataclass(frozen=True)
+class Look:
+    """How `resdsl draw` shows an op: fill and border colours, its paper-style text
+    (`text(attrs, table)`; None: the op's name), shown at the stage and block levels (`heavy`),
+    drawn as a `+`-style junction."""
+
+    fill: str
+    border: str
+    text: Callable[[Attrs, bool], str] | None = None
+    heavy: bool = False
+    junction: bool = False
+
+
+def _one(n: int = 1) -> Callable[[Attrs], range]:
+    return lambda a: range(n, n + 1)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One IR op. `kind`: io (input, output), layer (written in a spec), merge (`merge NAME`,
+    two or more inputs), shortcut (made by a `shortcut` kind), fused (made by a pass)."""
+
+    name: str
+    doc: str
+    kind: str
+    shape: Callable[[Attrs, list[Shape]], Shape]
+    look: Look
+    params: tuple[P, ...] = ()          # a spec's positional order, then the IR's own
+    channels: str | None = None         # attribute the builder sets to the input's channels
+    fill: Callable[[Attrs], None] | None = None   # defaults that depend on other attributes
+    inputs: Callable[[Attrs], range] = field(default_factory=_one)
+    cost: Callable[[Attrs, list[Shape], Shape], dict[str, int]] = lambda a, ins, out: _counts()
+    stride: Callable[[Attrs], tuple[int, int]] = lambda a: (1, 1)
+    torch: Callable[[Lowering], str] | None = None   # nn.Module constructor; None: no module
+    infix: str | None = None            # a merge's Python operator: `out + identity`
+    overwritable: Callable[[Attrs], bool] = lambda a: False  # no backward reads its output
+    flatten_input: bool = False         # a Cx1x1 input is flattened first (fc)
+    shown: Callable[[Attrs], list[str] | None] = lambda a: None   # IR text instead of attrs
+    fusion: str = ""                    # its part in the passes, for docs/ir.md
+
+    @property
+    def attrs(self) -> tuple[str, ...]:
+        """The IR attributes, in order: the input-derived one, then the parameters."""
+        return ((self.channels,) if self.channels else ()) + tuple(p.name for p in self.params)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params if p.flag)
+
+    def param(self, name: str) -> P | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def default(self, name: str) -> Any:
+        """A parameter's default as a value: pairs as (h, w); None when it has none."""
+        p = self.param(name)
+        if p is None or p.default is REQUIRED:
+            return None
+        return (p.default, p.default) if p.type == PAIR and p.default is not None else p.default
+
+    def complete(self, given: Attrs) -> Attrs:
+        """Every parameter, in order: as given, else its default, then `fill`'s."""
+        a = {p.name: given[p.name] if p.name in given else self.default(p.name)
+             for p in self.params}
+        if self.fill:
+            self.fill(a)
+        return a
+
+
+# ---- shape rules -----------------------------------------------------------------------------
+
+def _map(shape: Shape, op: str) -> Shape:
+    if len(shape) != 3:
+        raise ShapeError(f"`{op}` needs a CxHxW feature map, but its input is flat "
+                         f"({'x'.join(map(str, shape))})",
+                         hint=f"move `{op}` before the flatten / fc", code="E404")
+    return shape
+
+
+def _window(size: int, k: int, s: int, p: int, d: int, ceil: bool, what: str) -> int:
+    """PyTorch's output size for one spatial dimension of a conv or pool (with ceil_mode a
+    window may hang over the edge, as long as it starts inside the padded input)."""
+    span = d * (k - 1) + 1
+    num = size + 2 * p - span
+    out = (-(-num // s) if ceil else num // s) + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    if out < 1:
+        raise ShapeError(f"{what}: input size {size} (padded {size + 2 * p}) is smaller than "
+                         f"the kernel ({span})", hint="use a larger input or a smaller kernel "
+                                                      "or stride earlier", code="E402")
+    return out
+
+
+def same(op: str, feature_map: bool = False) -> Callable[[Attrs, list[Shape]], Shape]:
+    """The input's shape, unchanged (a CxHxW one with `feature_map`)."""
+    def shape(a: Attrs, ins: list[Shape]) -> Shape:
+        return _map(ins[0], op) if feature_map else ins[0]
+    return shape
+
+
+def conv_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    """(out, ⌊(H + 2p − d(k − 1) − 1) / s⌋ + 1, same for W); channels divisible by groups."""
+    c, h, w = _map(ins[0], "conv")
+    g = a["groups"]
+    if c % g or a["out"] % g:
+        bad = c if c % g else a["out"]
+        which = "input" if c % g else "output"
+        raise ShapeError(f"conv with groups={g}: {which} channels {bad} are not divisible by "
+                         f"{g}", hint="make the channel count a multiple of groups",
+                         code="E401")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel"], a["stride"], a["padding"], a["dilation"]
+    return (a["out"], _window(h, kh, sh, ph, dh, False, "conv"),
+            _window(w, kw, sw, pw, dw, False, "conv"))
+
+
+def pool_shape(op: str) -> Callable[[Attrs, list[Shape]], Shape]:
+    def shape(a: Attrs, ins: list[Shape]) -> Shape:
+        """(C, ⌊(H + 2p − k) / s⌋ + 1, ...) (⌈⌉ with ceil_mode); global: (C, 1, 1)."""
+        c, h, w = _map(ins[0], op)
+        if a["kernel"] is None:
+            return (c, 1, 1)
+        (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
+        if ph * 2 > kh or pw * 2 > kw:
+            raise ShapeError(f"{op}: padding {ph}x{pw} is more than half the kernel {kh}x{kw}",
+                             hint="PyTorch allows padding up to kernel // 2", code="E403")
+        ceil = a["ceil_mode"]
+        return (c, _window(h, kh, sh, ph, 1, ceil, op), _window(w, kw, sw, pw, 1, ceil, op))
+    return shape
+
+
+def fc_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    """(out,); the input flat or Cx1x1."""
+    if len(ins[0]) == 3 and ins[0][1:] != (1, 1):
+        raise ShapeError(f"fc needs a flat input, but gets a {'x'.join(map(str, ins[0]))} map",
+                         hint="add `avgpool` (global) or `flatten` before `fc`", code="E405")
+    return (a["out"],)
+
+
+def flatten_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    """(C·H·W,)."""
+    return (prod(ins[0]),)
+
+
+def pad_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    """(C + front + back, ⌈H / s⌉, ⌈W / s⌉)."""
+    c, h, w = _map(ins[0], "pad")
+    s = a["stride"]
+    return (c + a["pad_front"] + a["pad_back"], -(-h // s), -(-w // s))
+
+
+def merge_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    """The inputs' common shape; they must agree."""
+    if any(s != ins[0] for s in ins[1:]):
+        raise ShapeError("cannot add tensors of different shapes", code="E406")
+    return ins[0]
+
+
+def residual(shape: Callable[[Attrs, list[Shape]], Shape]) -> Callable[[Attrs, list[Shape]], Shape]:
+    """A fused op's shape: its own op's on the main input, equal to the residual if any."""
+    def fused(a: Attrs, ins: list[Shape]) -> Shape:
+        out = shape(a, ins[:1])
+        return merge_shape(a, [out, *ins[1:]])
+    fused.__doc__ = shape.__doc__
+    return fused
+
+
+# ---- cost rules ------------------------------------------------------------------------------
+
+def _counts(params: int = 0, buffers: int = 0, macs: int = 0, elementwise: int = 0) -> dict[str, int]:
+    return {"params": params, "buffers": buffers, "macs": macs, "elementwise": elementwise}
+
+
+def _epilogue(a: Attrs, out: Shape) -> int:
+    """Element-wise work of a fused op's residual add and ReLU."""
+    return prod(out) * ((a.get("residual_at") is not None) + bool(a.get("relu")))
+
+
+def conv_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """params out·in/g·kh·kw (+ out bias); MACs per output element in/g·kh·kw; a fused
+    epilogue 1 per element for the add and for the ReLU."""
+    kh, kw = a["kernel"]
+    per_out = a["in_channels"] // a["groups"] * kh * kw
+    return _counts(params=a["out"] * per_out + (a["out"] if a["bias"] else 0),
+                   macs=prod(out) * per_out, elementwise=_epilogue(a, out))
+
+
+def bn_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """params 2C (weight, bias); buffers 2C + 1 (running mean and variance, batches tracked);
+    1 per element, plus a fused epilogue's add and ReLU."""
+    c = ins[0][0]
+    return _counts(params=2 * c, buffers=2 * c + 1, elementwise=prod(out) + _epilogue(a, out))
+
+
+def per_element(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """1 per output element."""
+    return _counts(elementwise=prod(out))
+
+
+def pool_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """One per window element read: out·kh·kw; global: every input element."""
+    if a["kernel"] is None:
+        return _counts(elementwise=prod(ins[0]))
+    return _counts(elementwise=prod(out) * a["kernel"][0] * a["kernel"][1])
+
+
+def fc_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """params in·out (+ out bias); MACs in·out."""
+    return _counts(params=a["in_features"] * a["out"] + (a["out"] if a["bias"] else 0),
+                   macs=a["in_features"] * a["out"])
+
+
+def free(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """Nothing."""
+    return _counts()
+
+
+# ---- strides, defaults -----------------------------------------------------------------------
+
+def window_stride(a: Attrs) -> tuple[int, int]:
+    return (1, 1) if a["kernel"] is None else a["stride"]
+
+
+def window_fill(a: Attrs) -> None:
+    """Windowed ops pad (k - 1) // 2 * dilation on each side by default: k // 2 for the odd
+    kernels of every ResNet ("same" size at stride 1), and no over-padding for even ones
+    (ResNet-D's 2x2 average pool); a pool's stride defaults to its kernel."""
+    if a["kernel"] is None:
+        return
+    if a["padding"] is None:
+        dil = a.get("dilation", (1, 1))
+        a["padding"] = tuple((k - 1) // 2 * d for k, d in zip(a["kernel"], dil))
+    if a["stride"] is None:
+        a["stride"] = a["kernel"]
+
+
+# ---- PyTorch lowering ------------------------------------------------------------------------
+
+def _conv_args(t: Lowering) -> str:
+    a = t.a
+    for name, default in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)),
+                          ("groups", 1)):
+        t.optional(name, default)
+    return (f"{t.slot('in', a['in_channels'])}, {t.slot('out', a['out'])}, "
+            f"{t.slot('k', a['kernel'])}{{OPTIONAL}}, bias={t.lit(a['bias'])}")
+
+
+def _act_args(t: Lowering) -> str:
+    """A fused op's epilogue: `, relu=...` (when set, or always with `always`) and where the
+    residual goes."""
+    at = t.a.get("residual_at")
+    return f", relu={t.lit(t.a['relu'])}" + (f', residual_at="{at}"' if at else "")
+
+
+def conv_torch(t: Lowering) -> str:
+    """nn.Conv2d; in an inference network runtime.Conv2dAct (packed oneDNN weights)."""
+    if not t.inference:
+        return f"nn.Conv2d({_conv_args(t)})"
+    return f"{t.runtime('Conv2dAct', kernels=True)}({_conv_args(t)}, relu=False)"
+
+
+def conv_act_torch(t: Lowering) -> str:
+    return f"{t.runtime('Conv2dAct', kernels=True)}({_conv_args(t)}{_act_args(t)})"
+
+
+def bn_torch(t: Lowering) -> str:
+    return f"nn.BatchNorm2d({t.slot('c', t.shape[0])}{t.changed('eps', 'momentum')})"
+
+
+def bn_act_torch(t: Lowering) -> str:
+    act = ", relu=True" if t.a["relu"] else ""
+    at = f', residual_at="{t.a["residual_at"]}"' if t.a["residual_at"] else ""
+    return (f"{t.runtime('BatchNormAct2d', kernels=True)}({t.slot('c', t.shape[0])}"
+            f"{t.changed('eps', 'momentum')}{act}{at})")
+
+
+def maxpool_torch(t: Lowering) -> str:
+    a = t.a
+    ceil = ", ceil_mode=True" if a["ceil_mode"] else ""
+    return (f"nn.MaxPool2d({t.slot('k', a['kernel'])}, stride={t.slot('s', a['stride'])}, "
+            f"padding={t.slot('p', a['padding'])}{ceil})")
+
+
+def avgpool_torch(t: Lowering) -> str:
+    a = t.a
+    if a["kernel"] is None:
+        return "nn.AdaptiveAvgPool2d((1, 1))"
+    return (f"nn.AvgPool2d({t.slot('k', a['kernel'])}, stride={t.slot('s', a['stride'])}, "
+            f"padding={t.slot('p', a['padding'])}, ceil_mode={t.lit(a['ceil_mode'])}, "
+            f"count_include_pad={t.lit(a['count_include_pad'])})")
+
+
+def fc_torch(t: Lowering) -> str:
+    a = t.a
+    return (f"nn.Linear({t.slot('in', a['in_features'])}, {t.slot('out', a['out'])}, "
+            f"bias={t.lit(a['bias'])})")
+
+
+def pad_torch(t: Lowering) -> str:
+    a = t.a
+    return (f"{t.runtime('PadShortcut')}({t.slot('s', a['stride'])}, "
+            f"{t.slot('front', a['pad_front'])}, {t.slot('back', a['pad_back'])})")
+
+
+# ---- drawing ---------------------------------------------------------------------------------
+
+def _x(shape) -> str:
+    return "\u00d7".join(map(str, shape))
+
+
+def _stride(s: tuple[int, int]) -> str:
+    return "" if s == (1, 1) else f", /{s[0]}" if s[0] == s[1] else f", /{_x(s)}"
+
+
+def conv_text(a: Attrs, table: bool) -> str:
+    """`3×3 conv, 128, /2` (`3×3, 128` in a stage box)."""
+    extra = f", groups {a['groups']}" if a["groups"] > 1 else ""
+    if table:
+        return f"{_x(a['kernel'])}, {a['out']}{extra}"
+    dil = f", dilation {a['dilation'][0]}" if a["dilation"] != (1, 1) else ""
+    return f"{_x(a['kernel'])} conv, {a['out']}{_stride(a['stride'])}{extra}{dil}"
+
+
+def pool_text(kind: str) -> Callable[[Attrs, bool], str]:
+    def text(a: Attrs, table: bool) -> str:
+        if a["kernel"] is None:
+            return f"global {kind} pool"
+        return f"{_x(a['kernel'])} {kind} pool{_stride(a['stride'])}"
+    return text
+
+
+CONV = ("#dbe8f6", "#4a78a8")
+NORM = ("#fbf0cf", "#b8932a")
+POOL = ("#ece0f2", "#855c99")
+PLAIN = ("#eeeeee", "#777777")
+IO = ("#ffffff", "#555555")
+
+_CONV_PARAMS = (P("out", POS, REQUIRED), P("kernel", PAIR, REQUIRED), P("stride", PAIR, 1),
+                P("padding", PAIR), P("groups", POS, 1), P("dilation", PAIR, 1),
+                P("bias", BOOL, False, flag=True))
+_BN_PARAMS = (P("zero_init", BOOL, False, flag=True), P("eps", FLOAT, 1e-5),
+              P("momentum", FLOAT, 0.1))
+_EPILOGUE = (P("relu", BOOL, False), P("residual_at", "str", choices=(None, "pre", "mid", "post")))
+
+
+def _residual_inputs(a: Attrs) -> range:
+    """One input, two with a residual (port 1)."""
+    n = 1 + (a["residual_at"] is not None)
+    return range(n, n + 1)
+
+
+OPS: dict[str, Op] = {op.name: op for op in (
+    Op("input", "the network's input", "io", lambda a, ins: ins[0], Look(*IO), inputs=_one(0)),
+    Op("conv", "2-d convolution", "layer", conv_shape, Look(*CONV, conv_text, heavy=True),
+       _CONV_PARAMS, channels="in_channels", fill=window_fill, cost=conv_cost,
+       stride=window_stride, torch=conv_torch, overwritable=lambda a: True,
+       fusion="takes in the BN after it (fold.py)"),
+    Op("bn", "batch normalisation; zero_init starts gamma at 0 on request", "layer",
+       same("bn", feature_map=True), Look(*NORM), _BN_PARAMS, cost=bn_cost, torch=bn_torch,
+       overwritable=lambda a: True,
+       fusion="becomes bn_act with the relu and add next to it (fuse.py); folds into the "
+              "conv before it (fold.py)"),
+    Op("relu", "rectified linear unit", "layer", same("relu"), Look("#dff0da", "#5a8f4a"),
+       cost=per_element, torch=lambda t: f"nn.ReLU(inplace={t.lit(t.inplace)})",
+       fusion="joins the bn (or add) before it as relu=True (fuse.py)"),
+    Op("maxpool", "max pooling; stride defaults to the kernel", "layer", pool_shape("maxpool"),
+       Look(*POOL, pool_text("max"), heavy=True),
+       (P("kernel", PAIR, REQUIRED), P("stride", PAIR), P("padding", PAIR),
+        P("ceil_mode", BOOL, False, flag=True)),
+       fill=window_fill, cost=pool_cost, stride=window_stride, torch=maxpool_torch),
+    Op("avgpool", "average pooling; without a kernel, global (to 1x1)", "layer",
+       pool_shape("avgpool"), Look(*POOL, pool_text("avg"), heavy=True),
+       (P("kernel", PAIR), P("stride", PAIR), P("padding", PAIR),
+        P("ceil_mode", BOOL, False, flag=True), P("count_include_pad", BOOL, True)),
+       fill=window_fill, cost=pool_cost, stride=window_stride, torch=avgpool_torch,
+       shown=lambda a: ["global"] if a["kernel"] is None else None),
+    Op("fc", "fully connected; a Cx1x1 input is flattened first", "layer", fc_shape,
+       Look("#f6dcd8", "#a8524a", lambda a, table: f"fc {a['out']}", heavy=True),
+       (P("out", POS, REQUIRED), P("bias", BOOL, True)), channels="in_features",
+       cost=fc_cost, torch=fc_torch, flatten_input=True),
+    Op("flatten", "flatten to one dimension per sample", "layer", flatten_shape, Look(*PLAIN),
+       torch=lambda t: "nn.Flatten()"),
+    Op("dropout", "dropout with probability p", "layer", same("dropout"),
+       Look(*PLAIN, lambda a, table: f"dropout {a['p']}"), (P("p", PROB, 0.5),),
+       torch=lambda t: f"nn.Dropout({t.lit(t.a['p'])})"),
+    Op("add", "the sum of the residual branch (port 0) and the shortcut (port 1)", "merge",
+       merge_shape, Look("#ffffff", "#333333", lambda a, table: "+", junction=True),
+       inputs=lambda a: range(2, 3), cost=per_element, infix="+",
+       overwritable=lambda a: True,
+       fusion="joins a bn_act (or conv_act) as its residual add (fuse.py, fold.py)"),
+    Op("pad", "option A shortcut: x[:, :, ::s, ::s] with zero channels added", "shortcut",
+       pad_shape, Look("#ffffff", "#777777", lambda a, table:
+                       f"zero-pad +{a['pad_front'] + a['pad_back']}"
+                       f"{_stride((a['stride'],) * 2)}", heavy=True),
+       (P("stride", POS), P("pad_front", NONNEG), P("pad_back", NONNEG)),
+       stride=lambda a: (a["stride"], a["stride"]), torch=pad_torch),
+    Op("bn_act", "bn fused with a relu and/or a residual add: relu(bn(x + r)) at \"pre\", "
+       "relu(bn(x) + r) at \"mid\", relu(bn(x)) + r at \"post\"", "fused",
+       residual(same("bn", feature_map=True)), Look(*PLAIN), _BN_PARAMS + _EPILOGUE,
+       inputs=_residual_inputs, cost=bn_cost, torch=bn_act_torch, fusion="made by fuse.py"),
+    Op("conv_act", "a conv with a BN folded in and that BN's relu / residual add: "
+       "relu(conv(x) + r) at \"mid\", relu(conv(x)) + r at \"post\"", "fused",
+       residual(conv_shape), Look(*PLAIN), _CONV_PARAMS + _EPILOGUE, channels="in_channels",
+       inputs=_residual_inputs, cost=conv_cost, stride=window_stride, torch=conv_act_torch,
+       overwritable=lambda a: not a["relu"], fusion="made by fold.py"),
+    Op("output", "the network's output", "io", same("output"), Look(*IO)),
+)}
+
+# The ops a spec writes as layers, and the merges `merge NAME` accepts.
+LAYERS: dict[str, Op] = {k: op for k, op in OPS.items() if op.kind == "layer"}
+MERGES: tuple[str, ...] = tuple(k for k, op in OPS.items() if op.kind == "merge")
+DEFAULT_MERGE = "add"   # a block with a shortcut and no `merge` line
+
+
+def infer_shape(op: str, attrs: Attrs, inputs: list[Shape]) -> Shape:
+    """The output shape of one node of op `op` over its inputs' shapes (in port order)."""
+    return OPS[op].shape(attrs, inputs)
+
+
+def cost(op: str, attrs: Attrs, inputs: list[Shape], out: Shape) -> dict[str, int]:
+    """Parameters, buffers, multiply-accumulates and element-wise work of one node."""
+    return OPS[op].cost(attrs, inputs, out)
+
+
+# ---- shortcut kinds --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A `shortcut KIND [flags]` of the language: the layers the builder makes for it where the
+    branches' shapes differ, and the runtime helper that builds them in PyTorch (None: the
+    layers' own modules)."""
+
+    name: str
+    doc: str
+    flags: tuple[str, ...] = ()
+    helper: str | None = None
+
+
+SHORTCUTS: dict[str, Shortcut] = {s.name: s for s in (
+    Shortcut("identity", "x itself; shapes must agree"),
+    Shortcut("pad", "option A: subsample by the stride, zero-pad the new channels"),
+    Shortcut("projection", "option B (C with `always`): 1x1 conv + bn where shapes differ",
+             ("always",), "projection"),
+    Shortcut("avgdown", "ResNet-D: 2x2 avg-pool (when strided), then 1x1 conv + bn",
+             helper="avg_down"),
+    Shortcut("none", "plain network: no shortcut, no merge"),
+)}
