@@ -102,8 +102,14 @@ def _box(op: str, **extra: str) -> dict[str, str]:
     return {"shape": "box", "style": "rounded,filled", "fillcolor": fill, "color": line, **extra}
 
 
-def _junction(**extra: str) -> dict[str, str]:
-    return {"shape": "circle", "label": "+", "width": "0.24", "fixedsize": "true",
+def _merge_text(g: nx.DiGraph, v: str) -> str:
+    """A merge's symbol (`+`); a fused node that merged is drawn as the `+` it took in."""
+    d = g.nodes[v]
+    return describe(d["op"], d["attrs"]) if OPS[d["op"]].look.junction else "+"
+
+
+def _junction(label: str = "+", **extra: str) -> dict[str, str]:
+    return {"shape": "circle", "label": label, "width": "0.24", "fixedsize": "true",
             "fontsize": "12", "style": "filled", "fillcolor": "#ffffff", "color": "#333333",
             **extra}
 
@@ -133,25 +139,27 @@ class Section:
 
 def chain(g: nx.DiGraph, v: str) -> list[str]:
     """The clusters a node sits in, outermost first: [stage, block, nested block, ...]."""
-    d, groups = g.nodes[v], g.graph.get("groups", {})
-    parts = (d.get("block") or "").split(".") if d.get("block") else []
-    out = [p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if p in groups]
+    d, scopes = g.nodes[v], g.graph["scopes"]
+    out, scope = [], d.get("block")
+    while scope is not None:
+        out.insert(0, scope)
+        scope = scopes[scope]["parent"]
     if d.get("stage") and (not out or out[0] != d["stage"]):
         out.insert(0, d["stage"])
     return out
 
 
 def _section_key(g: nx.DiGraph, v: str) -> tuple[str, str]:
-    d, groups = g.nodes[v], g.graph.get("groups", {})
+    d, scopes = g.nodes[v], g.graph["scopes"]
     if d["op"] in OPS and OPS[d["op"]].kind == "io":  # ("?": a node an error names)
         return v, "io"
     stage = d.get("stage")
-    if stage and groups.get(stage) == stage:  # stem { } and head { } groups
+    if stage and scopes[stage]["kind"] == "group":  # stem { } and head { } groups
         return stage, stage
     c = chain(g, v)
     if d.get("block"):
         unit = c[1] if stage and len(c) > 1 else c[0]
-        return unit, groups.get(unit, "block")
+        return unit, scopes[unit]["label"]
     return "", "layers"
 
 
@@ -179,11 +187,17 @@ def _closure(g: nx.DiGraph, start: str, members: set[str]) -> set[str]:
     return seen
 
 
+def _merge(g: nx.DiGraph, s: Section) -> str | None:
+    """The node of the unit's own block that takes its shortcut (the edge naming its kind)."""
+    return next((v for v in s.nodes if g.nodes[v].get("block") == s.key
+                 and any(e.get("shortcut") for _, _, e in g.in_edges(v, data=True))), None)
+
+
 def _split(g: nx.DiGraph, s: Section) -> None:
     """Fill a unit's pre / residual / shortcut-branch / post parts from its merge node."""
-    add = f"{s.key}.add"
+    add = _merge(g, s) if s.is_unit else None
     members = set(s.nodes)
-    if not s.is_unit or add not in members or g.in_degree(add) != 2:
+    if add is None or g.in_degree(add) != 2:
         s.residual = list(s.nodes)
         return
     ports = {g.edges[u, add].get("port"): u for u in g.predecessors(add)}
@@ -346,7 +360,7 @@ def _unit(c, dot, g: nx.DiGraph, u: Section, prev: str | None) -> str:
     prev = step(u.key, _html(*body))
     if not u.add:
         return prev
-    c.node(u.add, **_junction(group="main"))
+    c.node(u.add, **_junction(_merge_text(g, u.add), group="main"))
     dot.edge(prev, u.add)
     style = dict(SHORTCUT.get(u.shortcut or "", SHORTCUT["custom"]))
     label = style.pop("label", None)
@@ -432,7 +446,7 @@ def _layout(g: nx.DiGraph, secs: list[Section], expand: bool) -> _Layout:
 
 
 def _cluster_label(g: nx.DiGraph, name: str, short: str) -> str:
-    kind = g.graph.get("groups", {}).get(name, "")
+    kind = g.graph["scopes"][name]["label"] if name in g.graph["scopes"] else ""
     kind = kind.replace(" x ", " \u00d7 ")
     return short if kind in ("", name) else f"{short} \u00b7 {kind}"
 
@@ -486,7 +500,7 @@ def _layer_node(dot, g: nx.DiGraph, v: str, prefix: str, error: tuple | None,
         lines.append((f"error {error[1]}", "error"))
         extra.update(fillcolor=ERROR[0], color=ERROR[1], penwidth="2.2")
     if junction and set(extra) <= {"group"}:
-        dot.node(v, **_junction(**extra))
+        dot.node(v, **_junction(_merge_text(g, v), **extra))
     else:
         dot.node(v, _html(*lines), **_box(op, **extra))
 
@@ -546,7 +560,7 @@ def _with_missing(g: nx.DiGraph, node: str) -> nx.DiGraph:
     last = list(g.nodes)[-1]
     parts = node.split(".")
     blocks = [p for p in (".".join(parts[:i]) for i in range(len(parts), 0, -1))
-              if p in g.graph.get("groups", {})]
+              if p in g.graph["scopes"]]
     g.add_node(node, op="?", stage=g.nodes[last].get("stage"),
                block=blocks[0] if blocks else None)
     g.add_edge(last, node)

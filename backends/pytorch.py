@@ -1,4 +1,4 @@
-"""The PyTorch backend: instance tree + graph IR -> Python source of nn.Module classes.
+"""The PyTorch backend: graph IR -> Python source of nn.Module classes.
 
 One code path serves both outputs: `resdsl compile -o model.py` writes this source, and
 `resdsl.build()` executes the very same text. Blocks of one shape share one class whose
@@ -19,10 +19,9 @@ from typing import Any
 
 import networkx as nx
 
-from resdsl.elaborate import BlockNode, GroupNode, LayerNode, NetNode, Node, StageNode
 from resdsl.errors import SpecNameError
-from resdsl.fuse import merge_node
-from resdsl.ops import OPS
+from resdsl.ir import Structure, path_stride
+from resdsl.ops import OPS, SHORTCUTS
 
 HEADER = '''"""{title}
 
@@ -177,97 +176,61 @@ def _needs_flatten(g: nx.DiGraph, v: str) -> bool:
     return len(g.nodes[u]["shape"]) == 3
 
 
-def shortcut_ctor(g: nx.DiGraph, b: BlockNode, key: str) -> Ctor | None:
-    """The constructor of a block's shortcut module with numeric slots prefixed `key`, or None
-    for the identity."""
-    sc = b.shortcut
-    if sc is None or sc.kind == "none":
-        return None
-    kind = g.edges[_shortcut_source(g, b), merge_node(g, b.path)].get("shortcut")
-    if kind == "identity":
-        return None
-    if kind == "pad":
-        return layer_ctor(g, sc.path, key)
-    if kind in ("projection", "avgdown"):
-        a = g.nodes[f"{sc.path}.{0 if kind == 'projection' else 1}"]["attrs"]
-        pool = g.nodes.get(f"{sc.path}.0")
-        stride = a["stride"] if kind == "projection" else pool["attrs"]["stride"] if pool else 1
-        helper = "projection" if kind == "projection" else "avg_down"
-        bn = "" if f"{sc.path}.{1 if kind == 'projection' else 2}" in g else ", bn=False"
-        return Ctor(f"{helper}({{{key}_in}}, {{{key}_out}}, {{{key}_s}}{bn})",
-                    {f"{key}_in": a["in_channels"], f"{key}_out": a["out"], f"{key}_s": stride})
-    # custom: a Sequential of its own layers, named as the spec named them, as literals
-    items = [(n.name, layer_ctor(g, n.path, "x").render({})) for n in sc.body
-             if isinstance(n, LayerNode) and n.path in g]  # (not fused or folded away)
-    if all(name == str(i) for i, (name, _) in enumerate(items)):
-        text = "nn.Sequential(" + ", ".join(c for _, c in items) + ")"
-    else:
-        text = ("nn.Sequential(OrderedDict([" + ", ".join(f"({n!r}, {c})" for n, c in items)
-                + "]))")
-    return Ctor(text.replace("{", "{{").replace("}", "}}"))
-
-
-def shortcut_expr(g: nx.DiGraph, b: BlockNode) -> str | None:
-    """The expression building a block's shortcut module, or None for the identity."""
-    c = shortcut_ctor(g, b, "x")
-    return c.render({}) if c else None
-
-
-def _shortcut_source(g: nx.DiGraph, b: BlockNode) -> str:
-    merge = merge_node(g, b.path)
-    return next(u for u in g.predecessors(merge) if g.edges[u, merge].get("port") == 1)
-
-
 # ---- block classes -------------------------------------------------------------------------
 
 @dataclass
 class Step:
-    """One statement of a block's forward: a layer, a nested block, or the merge."""
+    """One statement of a block's forward: a layer or a nested block."""
 
-    kind: str              # layer | block | merge
+    kind: str              # layer | block
     name: str = ""         # attribute name
     ctor: Ctor | None = None
     flatten: bool = False
-    block: BlockNode | None = None
-    residual: bool = False  # a fused BN that also takes the shortcut's value
+    block: str | None = None   # a nested block's path
+    residual: bool = False  # a fused node that also takes the shortcut's value
     node: str | None = None  # a layer's IR node
-
-
-def block_steps(g: nx.DiGraph, b: BlockNode) -> tuple[list[Step], list[Step], list[Step]]:
-    """(pre, residual, post) steps of a block; the shortcut is the parent's business."""
-    def steps(nodes: list[Node] | None) -> list[Step]:
-        out = []
-        for n in nodes or []:
-            if isinstance(n, LayerNode) and n.path in g:  # (not absorbed by a fused BN)
-                at = g.nodes[n.path]["attrs"].get("residual_at")
-                out.append(Step("layer", n.name, layer_ctor(g, n.path, n.name),
-                                _needs_flatten(g, n.path), residual=at is not None,
-                                node=n.path))
-            elif isinstance(n, BlockNode):
-                out.append(Step("block", n.name, block=n))
-        return out
-    return steps(b.pre), steps(b.residual), steps(b.post)
 
 
 @dataclass(eq=False)
 class BlockClass:
     name: str
     defn: str
-    instances: list[BlockNode]
+    instances: list[str]    # block paths
     signature: tuple
     params: dict[str, str] = field(default_factory=dict)   # slot -> constructor parameter
     constants: dict[str, Any] = field(default_factory=dict)
 
 
+def check_names(s: Structure) -> None:
+    """E210: a submodule may not take a name nn.Module or the generated class already uses.
+    The pipeline checks the spec's own graph too, so that a label a pass fused away is an
+    error all the same."""
+    reserved = _module_attrs() | {"training", "zero_init", "downsample"}
+    items = list(s.items(None))
+    for b in s.blocks():
+        items += [i for role in ("pre", "residual", "post") for i in s.items(b, role)]
+    for kind, path in items:
+        name = s.name(kind, path)
+        if name in reserved:
+            span = s.scopes[path]["span"] if kind == "scope" else s.g.nodes[path]["span"]
+            raise SpecNameError(
+                f"'{name}' cannot name a layer in PyTorch: nn.Module (or the generated block "
+                "class) already uses it", span, f"label it differently, e.g. '{name}_'",
+                code="E210")
+
+
 class Emitter:
-    def __init__(self, net: NetNode, g: nx.DiGraph, source: str, version: str):
-        self.net, self.g, self.spec_file, self.version = net, g, source, version
+    def __init__(self, g: nx.DiGraph, source: str, version: str):
+        self.g, self.spec_file, self.version = g, source, version
+        self.s = Structure(g)
         self.classes: dict[tuple, BlockClass] = {}
         self.of: dict[str, BlockClass] = {}
         self.used_names = set(_TAKEN) | set(dir(builtins)) | set(keyword.kwlist)
         self.needs: set[str] = set()
         self.kernel_modules: set[str] = set()  # runtime classes that take the kernel choice
         self.kernels: str | None = None
+        self.keep: frozenset[str] = frozenset()   # nodes returned as features
+        self._steps: dict[str, tuple[list[Step], list[Step], list[Step]]] = {}
         # the inference network (resdsl/fold.py): conv -> (the BN folded into it, its eps)
         self.folded = ({v: d["folded"] for v, d in g.nodes(data=True) if d.get("folded")}
                        if g.graph.get("inference") else None)
@@ -280,37 +243,114 @@ class Emitter:
         self.used_names.add(name)
         return name
 
+    # -- structure
+    def steps(self, b: str) -> tuple[list[Step], list[Step], list[Step]]:
+        """(pre, residual, post) steps of a block; the shortcut is the parent's business."""
+        if b not in self._steps:
+            merge = self.s.shortcuts.get(b, (None, None, None))[1]
+            out = []
+            for role in ("pre", "residual", "post"):
+                out.append([])
+                for kind, path in self.s.items(b, role):
+                    name = self.s.name(kind, path)
+                    if kind == "scope":
+                        out[-1].append(Step("block", name, block=path))
+                    else:
+                        out[-1].append(Step("layer", name, layer_ctor(self.g, path, name, self.keep),
+                                            _needs_flatten(self.g, path), residual=path == merge,
+                                            node=path))
+            self._steps[b] = (out[0], out[1], out[2])
+        return self._steps[b]
+
+    def shortcut_name(self, b: str) -> str:
+        """The attribute a block's shortcut module takes (`downsample`)."""
+        return self.s.scopes[b]["shortcut"]["name"]
+
+    def shortcut_ctor(self, b: str, key: str) -> Ctor | None:
+        """The constructor of a block's shortcut module with numeric slots prefixed `key`, or
+        None for the identity: the shortcut kind's runtime helper, its one layer's module, or
+        (custom) a Sequential of its own layers and blocks, named as the spec named them, as
+        literals."""
+        if b not in self.s.shortcuts:
+            return None
+        _, _, kind = self.s.shortcuts[b]
+        if kind == "identity":
+            return None
+        items = self.s.items(b, "shortcut")
+        nodes = [path for k, path in items if k == "node"]
+        shortcut = SHORTCUTS.get(kind)
+        if shortcut is not None and shortcut.helper:
+            return self._helper(shortcut.helper, nodes, key)
+        if shortcut is not None:
+            (v,) = nodes
+            return layer_ctor(self.g, v, key)
+        prefix = len(self.shortcut_name(b)) + 1
+        parts = [(self.s.name(k, path) if k == "scope" else self.s.name(k, path)[prefix:],
+                  self.instance_expr(path) if k == "scope"
+                  else layer_ctor(self.g, path, "x").render({}))
+                 for k, path in items]
+        if all(name == str(i) for i, (name, _) in enumerate(parts)):
+            text = "nn.Sequential(" + ", ".join(c for _, c in parts) + ")"
+        else:
+            text = ("nn.Sequential(OrderedDict([" + ", ".join(f"({n!r}, {c})" for n, c in parts)
+                    + "]))")
+        return Ctor(text.replace("{", "{{").replace("}", "}}"))
+
+    def _helper(self, helper: str, nodes: list[str], key: str) -> Ctor:
+        """`projection(in, out, stride)` / `avg_down(...)`: the channels the shortcut takes and
+        gives, its stride; `bn=False` where the BN was folded into the conv."""
+        g = self.g
+        src = next(iter(g.predecessors(nodes[0])))
+        bn = "" if not any(g.nodes[v].get("folded") for v in nodes) else ", bn=False"
+        self.needs.add(helper)
+        return Ctor(f"{helper}({{{key}_in}}, {{{key}_out}}, {{{key}_s}}{bn})",
+                    {f"{key}_in": g.nodes[src]["shape"][0],
+                     f"{key}_out": g.nodes[nodes[-1]]["shape"][0],
+                     f"{key}_s": path_stride(g, nodes[-1], src)})
+
+    def shortcut_expr(self, b: str) -> str | None:
+        """The expression building a block's shortcut module, or None for the identity."""
+        c = self.shortcut_ctor(b, "x")
+        return c.render({}) if c else None
+
     # -- classes
-    def signature(self, b: BlockNode) -> tuple:
-        pre, res, post = block_steps(self.g, b)
+    def signature(self, b: str) -> tuple:
+        pre, res, post = self.steps(b)
+        rec = self.s.scopes[b]
 
         def sig(steps: list[Step]) -> tuple:
             return tuple((s.kind, s.name, s.ctor.template if s.ctor else None, s.flatten,
                           self.collect(s.block).name if s.block else None,
                           self._shortcut_template(s.block) if s.block else None) for s in steps)
-        has_sc = b.residual is not None and b.shortcut is not None and b.shortcut.kind != "none"
-        return (b.block, sig(pre), sig(res) if b.residual is not None else None, sig(post),
-                has_sc, tuple(self.zero_init(b)))
+        has_sc = rec["residual"] and rec["shortcut"]["kind"] != "none"
+        return (rec["label"], sig(pre), sig(res) if rec["residual"] else None, sig(post),
+                has_sc, tuple(self.zero_init(b)), has_sc and self.shortcut_name(b),
+                has_sc and rec["merge"])
 
-    def _shortcut_template(self, b: BlockNode) -> str | None:
-        c = shortcut_ctor(self.g, b, "k")
+    def _shortcut_template(self, b: str) -> str | None:
+        c = self.shortcut_ctor(b, "k")
         return c.template if c else None
 
-    def collect(self, b: BlockNode) -> BlockClass:
-        if b.path in self.of:
-            return self.of[b.path]
+    def collect(self, b: str) -> BlockClass:
+        if b in self.of:
+            return self.of[b]
         key = self.signature(b)
         if key not in self.classes:
-            self.classes[key] = BlockClass(self.class_name(b.block), b.block, [], key)
+            label = self.s.scopes[b]["label"]
+            self.classes[key] = BlockClass(self.class_name(label), label, [], key)
         cls = self.classes[key]
         cls.instances.append(b)
-        self.of[b.path] = cls
+        self.of[b] = cls
         return cls
 
-    def zero_init(self, b: BlockNode) -> list[str]:
-        nodes = (b.pre or []) + (b.residual or []) + (b.post or [])
-        return [n.name for n in nodes if isinstance(n, LayerNode) and n.path in self.g
-                and self.g.nodes[n.path]["attrs"].get("zero_init")]  # (not folded away)
+    def zero_init(self, b: str) -> list[str]:
+        """The BNs (layers with zero_init) that start at 0 with zero_init_residual."""
+        pre, res, post = self.steps(b)
+        return [s.name for s in pre + res + post
+                if s.node and self.g.nodes[s.node]["attrs"].get("zero_init")]
+
+    def args(self, b: str) -> dict[str, Any]:
+        return self.s.scopes[b]["args"]
 
     def assign_params(self, cls: BlockClass) -> None:
         """Slots equal across all instances become literals; the rest constructor parameters,
@@ -321,8 +361,9 @@ class Emitter:
                 columns.setdefault(slot, []).append(_norm(value))
         inputs = [self.in_channels(b) for b in cls.instances]
         named: dict[tuple, str] = {}
-        spec_params = [p for p, v in cls.instances[0].args.items()
-                       if all(isinstance(b.args.get(p), int) and not isinstance(b.args.get(p), bool)
+        spec_params = [p for p, v in self.args(cls.instances[0]).items()
+                       if all(isinstance(self.args(b).get(p), int)
+                              and not isinstance(self.args(b).get(p), bool)
                               for b in cls.instances)]
         for slot, col in columns.items():
             if len(set(map(repr, col))) == 1 and len(cls.instances) > 1:
@@ -337,19 +378,20 @@ class Emitter:
         candidates = []
         if col == inputs:
             candidates.append("in_channels")
-        candidates += [p for p in spec_params if col == [b.args[p] for b in cls.instances]]
+        candidates += [p for p in spec_params if col == [self.args(b)[p] for b in cls.instances]]
         candidates.append(slot)
+        shortcut = cls.signature[6] or "downsample"
         for c in candidates:
             if c not in taken and safe_attr(c) and c not in self.used_names | {"self", "super",
-                                                                                 "downsample"}:
+                                                                                 shortcut}:
                 return c
         i = 2
         while f"{slot}_{i}" in taken:
             i += 1
         return f"{slot}_{i}"
 
-    def slots(self, b: BlockNode) -> dict[str, Any]:
-        pre, res, post = block_steps(self.g, b)
+    def slots(self, b: str) -> dict[str, Any]:
+        pre, res, post = self.steps(b)
         out: dict[str, Any] = {}
         for c in self.step_ctors(pre + res + post):
             out.update(c.slots)
@@ -368,33 +410,32 @@ class Emitter:
             key = s.name
             while any(k.startswith(key + "_") for k in taken):
                 key += "_"
+            assert s.block is not None
             out.append(self.block_ctor(s.block, key))
             taken |= set(out[-1].slots)
         return out
 
-    def in_channels(self, b: BlockNode) -> int | None:
+    def in_channels(self, b: str) -> int | None:
         """The channels a block instance takes in; None for a block without layers (an
         empty residual branch and `shortcut none`: the identity)."""
-        first = next(iter(self.block_nodes(b)), None)
+        first = self.s.first.get(b)
         if first is None:
             return None
         return self.g.nodes[next(iter(self.g.predecessors(first)))]["shape"][0]
 
-    def block_nodes(self, b: BlockNode):
-        prefix = b.path + "."
-        return (v for v in self.g.nodes if v.startswith(prefix))
-
     # -- emission
     def emit_class(self, cls: BlockClass) -> list[str]:
         b0 = cls.instances[0]
-        pre, res, post = block_steps(self.g, b0)
+        rec = self.s.scopes[b0]
+        pre, res, post = self.steps(b0)
         params = self.ordered_params(cls)
         with_sc = cls.signature[4]
-        sc_kinds = {shortcut_expr(self.g, b) is not None for b in cls.instances} if with_sc else set()
+        sc = self.shortcut_name(b0) if with_sc else None
+        sc_kinds = {self.shortcut_expr(b) is not None for b in cls.instances} if with_sc else set()
         sig = ", ".join(f"{p}: int" for p in params)
         if True in sc_kinds:
-            sig += (", " if sig else "") + "downsample: nn.Module | None = None"
-        span = b0.def_span or b0.span
+            sig += (", " if sig else "") + f"{sc}: nn.Module | None = None"
+        span = rec["def_span"] or rec["span"]
         lines = [f"class {cls.name}(nn.Module):",
                  f'    """block {cls.defn} ({_comment(span.file.split("/")[-1])}:{span.line})"""',
                  ""]
@@ -409,42 +450,46 @@ class Emitter:
         for s, c in zip(steps, self.step_ctors(steps)):
             lines.append("        " + _set(s.name, c.render(names, cls.constants)))
         if True in sc_kinds:
-            lines.append("        self.downsample = downsample")
+            lines.append(f"        self.{sc} = {sc}")
         lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
-        lines += ["        " + line for line in self.forward_body(pre, res, post, with_sc,
-                                                                   sc_kinds)]
+        lines += ["        " + line for line in self.forward_body(
+            pre, res if rec["residual"] else None, post, sc, sc_kinds, rec["merge"])]
         return lines
 
     def ordered_params(self, cls: BlockClass) -> list[str]:
         """in_channels, then the spec's block parameters in their order, then the rest."""
-        spec = list(cls.instances[0].args)
+        spec = list(self.args(cls.instances[0]))
         first = list(dict.fromkeys(cls.params.values()))
         return sorted(first, key=lambda p: (p != "in_channels",
                                             spec.index(p) if p in spec else len(spec),
                                             first.index(p)))
 
-    def forward_body(self, pre, res, post, with_sc, sc_kinds) -> list[str]:
+    def forward_body(self, pre, res, post, sc: str | None, sc_kinds, merge: str | None) -> list[str]:
+        """A block's forward: pre-layers on x, the residual branch on `out`, the shortcut as
+        `identity` (given to the fused node that merges it, else merged by the merge op's
+        operator, in place where the branch's last output may be overwritten), then post."""
         out = [self.call(s, "x") for s in pre]
-        if res is None or (not res and not with_sc):
+        if res is None or (not res and not sc):
             return out + [self.call(s, "x") for s in post] + ["return x"]
         if sc_kinds == {True}:
-            identity = ["identity = self.downsample(x)"]
+            identity = [f"identity = self.{sc}(x)"]
         elif sc_kinds == {False}:
             identity = ["identity = x"]
         else:
-            identity = ["identity = x if self.downsample is None else self.downsample(x)"]
-        identity = identity if with_sc else []
+            identity = [f"identity = x if self.{sc} is None else self.{sc}(x)"]
+        identity = identity if sc else []
         for i, s in enumerate(res):  # a fused BN that adds the shortcut takes it as it runs
             out += (identity if s.residual else []) + [self.call(s, "out", "x" if i == 0
                                                                  else "out")]
         if not res:
             out.append("out = x")
-        if with_sc and not any(s.residual for s in res + post):
+        if sc and not any(s.residual for s in res + post):
             last = self.g.nodes[res[-1].node] if res and res[-1].node else None
             # in place, as torchvision does, where the branch ends in a conv or bn (whose
             # output no backward needs); else a new tensor
             inplace = last is not None and OPS[last["op"]].overwritable(last["attrs"])
-            out += identity + ["out += identity" if inplace else "out = out + identity"]
+            op = OPS[merge].infix
+            out += identity + [f"out {op}= identity" if inplace else f"out = out {op} identity"]
         for s in post:
             out += (identity if s.residual else []) + [self.call(s, "out")]
         return out + ["return out"]
@@ -455,59 +500,55 @@ class Emitter:
         args = f"{src}, identity" if s.residual else src
         return f"{lines}{var} = {_get('self', s.name)}({args})".replace("\n", "\n        ")
 
-    def block_ctor(self, b: BlockNode, key: str) -> Ctor:
+    def block_ctor(self, b: str, key: str) -> Ctor:
         """A block's constructor call, its class's parameters and its shortcut as slots: at
         the top level rendered with literals, inside a shared class with that class's own
         parameters, so each nested instance gets its own values."""
-        cls = self.of[b.path]
+        cls = self.of[b]
         values = self.slots(b)
         by_param = {p: values[slot] for slot, p in cls.params.items()}
         params = self.ordered_params(cls)
         slots = {f"{key}_{p}": by_param[p] for p in params}
         args = [f"{p}={{{key}_{p}}}" for p in params]
-        sc = shortcut_ctor(self.g, b, f"{key}_downsample")
-        if sc is not None:
-            args.append(f"downsample={sc.template}")
-            slots.update(sc.slots)
-            helper = sc.template.split("(")[0]
-            if helper in ("PadShortcut", "projection", "avg_down"):
-                self.needs.add(helper)
+        if cls.signature[4]:
+            name = self.shortcut_name(b)
+            sc = self.shortcut_ctor(b, f"{key}_{name}")
+            if sc is not None:
+                args.append(f"{name}={sc.template}")
+                slots.update(sc.slots)
         return Ctor(f"{cls.name}({', '.join(args)})", slots)
 
-    def instance_expr(self, b: BlockNode) -> str:
+    def instance_expr(self, b: str) -> str:
         return self.block_ctor(b, "x").render({})
 
     def network(self, features: list[str] | None) -> list[str]:
-        name = self.class_name(self.net.name)
+        name = self.class_name(self.g.graph["name"])
         self.network_class = name
         init, fwd = [], []
-        tops = self.top_level()
-        kept = frozenset(v for attr, item in tops if features and attr in features
-                         for v in [self.output_node(item)])
-        for attr, item in tops:
-            if isinstance(item, LayerNode) and item.path not in self.g:
-                continue  # absorbed by a fused BN
-            if isinstance(item, StageNode):
-                blocks = ",\n            ".join(self.instance_expr(b) for b in item.blocks)
+        for attr, (kind, path) in self.top_level():
+            rec = self.s.scopes.get(path) if kind == "scope" else None
+            if rec is not None and rec["kind"] == "stage":
+                blocks = ",\n            ".join(self.instance_expr(b)
+                                                for _, b in self.s.items(path))
                 init.append(_set(attr, f"nn.Sequential(\n            {blocks},\n        )"))
-            elif isinstance(item, BlockNode):
-                init.append(_set(attr, self.instance_expr(item)))
+            elif rec is not None:
+                init.append(_set(attr, self.instance_expr(path)))
             else:
-                ctor = layer_ctor(self.g, item.path, item.name, kept).render({})
-                init.append(_set(attr, ctor) + f"  # {_comment(_where(item))}")
-            flat = isinstance(item, LayerNode) and _needs_flatten(self.g, item.path)
-            if flat:
-                fwd.append("x = torch.flatten(x, 1)")
+                ctor = layer_ctor(self.g, path, attr, self.keep).render({})
+                init.append(_set(attr, ctor) + f"  # {_comment(_where(self.g.nodes[path]['span']))}")
+                if _needs_flatten(self.g, path):
+                    fwd.append("x = torch.flatten(x, 1)")
             fwd.append(f"x = {_get('self', attr)}(x)")
             if features and attr in features:
                 fwd.append("features.append(x)")
                 if attr == features[-1]:
                     break
         lines = [f"class {name}(nn.Module):",
-                 f'    """network {self.net.name}: input {"x".join(map(str, self.g.graph["input"]))}"""',
+                 f'    """network {self.g.graph["name"]}: input '
+                 f'{"x".join(map(str, self.g.graph["input"]))}"""',
                  "", f"    def __init__(self, zero_init_residual: bool = False{self.kernels_arg()}):",
                  "        super().__init__()"]
-        lines += ["        " + x.replace("\n", "\n") for x in init]
+        lines += ["        " + x for x in init]
         lines.append("        init_weights(self, zero_init_residual)")
         fused = sorted(self.kernel_modules)
         if fused:
@@ -525,11 +566,9 @@ class Emitter:
         lines.append("        return features" if features else "        return x")
         return lines
 
-    def output_node(self, item: Node) -> str:
-        """The IR node whose value a top-level layer or stage hands on."""
-        if isinstance(item, LayerNode):
-            return item.path
-        return [v for v in self.g.nodes if v.startswith(item.path + ".")][-1]
+    def output_node(self, kind: str, path: str) -> str | None:
+        """The IR node whose value a top-level layer or stage hands on (None: an empty block)."""
+        return path if kind == "node" else self.s.last.get(path)
 
     def from_trained(self) -> list[str]:
         """The inference network's map of folded BNs and its constructor from trained weights."""
@@ -555,42 +594,15 @@ class Emitter:
             return ""
         return f", kernels: str | None = {self.kernels and repr(self.kernels)}"
 
-    def top_level(self) -> list[tuple[str, Node]]:
-        out: list[tuple[str, Node]] = []
-        for item in self.net.items:
-            if isinstance(item, GroupNode):
-                out += [(n.name, n) for n in item.items]
-            else:
-                out.append((item.name, item))
-        return out
-
-    def check_names(self) -> None:
-        """A submodule may not take a name nn.Module or the generated class already uses."""
-        reserved = _module_attrs() | {"training", "zero_init", "downsample"}
-        items = [n for _, n in self.top_level()]
-        for b in _all_blocks(self.net):
-            items += [n for n in (b.pre or []) + (b.residual or []) + (b.post or [])]
-        for node in items:
-            if node.name in reserved and isinstance(node, (LayerNode, BlockNode, StageNode)):
-                raise SpecNameError(
-                    f"'{node.name}' cannot name a layer in PyTorch: nn.Module (or the generated "
-                    "block class) already uses it", node.span,
-                    f"label it differently, e.g. '{node.name}_'", code="E210")
+    def top_level(self) -> list[tuple[str, tuple[str, str]]]:
+        """(attribute, item) of the network's own layers, stages and blocks, in order."""
+        return [(self.s.name(kind, path), (kind, path)) for kind, path in self.s.items(None)]
 
     def source(self, features: list[str] | None = None, standalone: bool = False) -> str:
-        self.check_names()
-        for v, d in self.g.nodes(data=True):  # the runtime classes the layers lower to
-            if OPS[d["op"]].torch:
-                for name, kernels in lower(self.g, v, "x").needs.items():
-                    self.needs.add(name)
-                    if kernels:
-                        self.kernel_modules.add(name)
-        for b in _all_blocks(self.net):
-            self.collect(b)
-        for cls in self.classes.values():
-            self.assign_params(cls)
+        check_names(self.s)
+        tops = self.top_level()
         if features:
-            names = [a for a, _ in self.top_level()]
+            names = [a for a, _ in tops]
             for f in features:
                 if f not in names:
                     from resdsl.errors import did_you_mean
@@ -599,14 +611,27 @@ class Emitter:
                                         did_you_mean(f, names) or f"choose from {', '.join(names)}",
                                         code="E208")
             features = sorted(features, key=names.index)
+            self.keep = frozenset(v for attr, item in tops if attr in features
+                                  for v in [self.output_node(*item)] if v is not None)
+        for v, d in self.g.nodes(data=True):  # the runtime classes the layers lower to
+            if OPS[d["op"]].torch:
+                for name, kernels in lower(self.g, v, "x").needs.items():
+                    self.needs.add(name)
+                    if kernels:
+                        self.kernel_modules.add(name)
+        for b in self.s.blocks():
+            self.collect(b)
+        for cls in self.classes.values():
+            self.assign_params(cls)
         body: list[str] = []
-        # classes in dependency order: nested blocks before the blocks that use them
-        for cls in _ordered(self.classes.values(), self.of):
+        # classes in first-use order: nested blocks before the blocks that use them
+        for cls in dict.fromkeys(self.of.values()):
             body += self.emit_class(cls) + ["", ""]
         body += self.network(features)
-        head = HEADER.format(title=f"{self.net.name}: a residual network compiled by resdsl",
-                             version=self.version, source=_comment(self.spec_file))
-        if any(True for b in _all_blocks(self.net) if b.shortcut and b.shortcut.kind == "custom"):
+        title = f"{self.g.graph['name']}: a residual network compiled by resdsl"
+        head = HEADER.format(title=title, version=self.version, source=_comment(self.spec_file))
+        if any(rec["kind"] == "block" and (rec["shortcut"] or {}).get("kind") == "custom"
+               for rec in self.s.scopes.values()):
             head = head.replace("import torch\n", "from collections import OrderedDict\n\nimport torch\n")
         names = ", ".join(sorted(self.needs | {"init_weights"}))
         runtime = f"from resdsl.runtime import {names}\n"
@@ -619,27 +644,8 @@ def _norm(v: Any) -> Any:
     return v[0] if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1] else v
 
 
-def _where(item) -> str:
-    return f"{item.span.file.split('/')[-1]}:{item.span.line}"
-
-
-def _all_blocks(net: NetNode):
-    """Every block instance, nested ones first (post-order)."""
-    def walk(nodes):
-        for n in nodes:
-            if isinstance(n, BlockNode):
-                yield from walk((n.pre or []) + (n.residual or []) + (n.post or []))
-                yield n
-            elif isinstance(n, StageNode):
-                yield from walk(n.blocks)
-            elif isinstance(n, GroupNode):
-                yield from walk(n.items)
-    yield from walk(net.items)
-
-
-def _ordered(classes, of: dict[str, BlockClass]):
-    """Classes in first-use order; `_all_blocks` visits nested blocks before their parents."""
-    return list(dict.fromkeys(of.values()))
+def _where(span) -> str:
+    return f"{span.file.split('/')[-1]}:{span.line}"
 
 
 def _runtime_source() -> str:
@@ -651,14 +657,15 @@ def _runtime_source() -> str:
     return "".join(lines).lstrip()
 
 
-def emit(net: NetNode, g: nx.DiGraph, source: str = "<spec>", features: list[str] | None = None,
+def emit(g: nx.DiGraph, source: str = "<spec>", features: list[str] | None = None,
          standalone: bool = False, kernels: str | None = None) -> tuple[str, str]:
-    """(Python source, name of the network class) for an elaborated, shaped network (fused
-    or not); `kernels` is the default of the network's `kernels` parameter."""
+    """(Python source, name of the network class) of a shaped graph IR (fused or not; the
+    graph alone says everything); `source` names the spec in the header, `kernels` is the
+    default of the network's `kernels` parameter."""
     from resdsl import __version__
     if kernels not in (None, *KERNELS):
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)} or None, got {kernels!r}")
-    e = Emitter(net, g, source, __version__)
+    e = Emitter(g, source, __version__)
     e.kernels = kernels
     text = e.source(features, standalone)
     return text, e.network_class

@@ -39,7 +39,7 @@ def rows(g: nx.DiGraph, depth: int = 2) -> list[Row]:
     """Rows for every group of nodes down to `depth` path components, parents before their
     children as torchinfo nests them, in graph order; a parent's counts include its children."""
     out: dict[str, Row] = {}
-    groups = g.graph.get("groups", {})
+    scopes = g.graph["scopes"]
     for v, d in g.nodes(data=True):
         if OPS[d["op"]].kind == "io":
             continue
@@ -48,7 +48,7 @@ def rows(g: nx.DiGraph, depth: int = 2) -> list[Row]:
             key = ".".join(path[:level])
             leaf = level == len(path)
             if key not in out:
-                op = d["op"] if leaf else _group_label(groups, path[:level])
+                op = d["op"] if leaf else _group_label(scopes, path[:level])
                 out[key] = Row(v if leaf else key, op, "", 0, 0, 0, 0, level)
             row = out[key]
             row.shape = shape_str(d["shape"])
@@ -57,13 +57,16 @@ def rows(g: nx.DiGraph, depth: int = 2) -> list[Row]:
     return list(out.values())
 
 
-def _group_label(groups: dict[str, str], parts: list[str]) -> str:
+def _group_label(scopes: dict[str, dict], parts: list[str]) -> str:
+    """What a row of several nodes is: a stage's `2 x basic`, a block's kind, `shortcut` for a
+    block's shortcut layers; nothing for the stem and head (plain sequences)."""
     key = ".".join(parts)
-    if key in groups and key not in ("stem", "head"):
-        return groups[key]
-    if parts[0] in ("stem", "head") and len(parts) > 1:
-        return groups.get(".".join(parts[1:]), "")
-    return {"downsample": "shortcut"}.get(parts[-1], "")  # stem, head: plain sequences
+    if key in scopes and scopes[key]["kind"] != "group":
+        return scopes[key]["label"]
+    if parts[0] in scopes and scopes[parts[0]]["kind"] == "group" and len(parts) > 1:
+        return _group_label(scopes, parts[1:])
+    owner = scopes.get(".".join(parts[:-1]), {})
+    return "shortcut" if (owner.get("shortcut") or {}).get("name") == parts[-1] else ""
 
 
 def _num(n: int) -> str:

@@ -301,7 +301,7 @@ def _backends(checked, name: str, rng: random.Random, stats: Counter) -> None:
     ir.verify(g)
     inference = rng.random() < 0.3  # as `resdsl compile --inference` does, else as compile
     g = lower(g, inference=inference) if lower else g
-    source, cls = emit(checked.networks[name], g, FILE)
+    source, cls = emit(g, FILE)
     compile(source, "<fuzz>", "exec")
     level = rng.choice(["stage", "block", "layer"] if len(g) < 3000 else ["stage", "block"])
     dot = draw.to_dot(g, level).source

@@ -11,6 +11,7 @@ from typing import Any
 from .elaborate import MAX_LAYERS, concrete_networks
 from .errors import SpecNameError
 from .graph import MAX_MACS, MAX_PARAMS
+from .ir import Structure
 from .loader import Program, load, load_text
 from .pipeline import check_program, lower
 
@@ -45,21 +46,23 @@ def emit_python(spec: str | Path, network: str | None = None, *,
     `inference` folds BNs into convs (the network's `from_trained` loads trained weights)."""
     from .backends.pytorch import emit
 
-    net, g, file = _lowered(spec, network, features, input_shape, max_layers, fuse, max_params,
-                            max_macs, allow_any_path, inference, overrides)
-    source, cls = emit(net, g, file, features, standalone, kernels)
+    g, file = _lowered(spec, network, features, input_shape, max_layers, fuse, max_params,
+                       max_macs, allow_any_path, inference, overrides)
+    source, cls = emit(g, file, features, standalone, kernels)
     return source, cls, g
 
 
 def _lowered(spec, network, features, input_shape, max_layers, fuse, max_params, max_macs,
              allow_any_path, inference, overrides):
-    """(elaborated network, its graph after the passes, spec file name)."""
+    """(the network's graph after the passes, spec file name)."""
     program = _program(spec, allow_any_path)
     name = _one(program, network)
     checked = check_program(program, [name], overrides or None, max_layers, input_shape,
                             max_params, max_macs)
+    from .backends.pytorch import check_names
+    check_names(Structure(checked.graphs[name]))  # (names a pass may fuse away, too)
     g = lower(checked.graphs[name], fuse=fuse, keep=features or (), inference=inference)
-    return checked.networks[name], g, str(program.root.module.file)
+    return g, str(program.root.module.file)
 
 
 def build(spec: str | Path, network: str | None = None, *, features: list[str] | None = None,
@@ -73,21 +76,21 @@ def build(spec: str | Path, network: str | None = None, *, features: list[str] |
     layers or stages whose outputs `forward` returns as a list instead of the logits; `fuse`
     runs the fusion pass (docs/passes.md); `kernels` ("auto", "triton", "torch"; None:
     $RESDSL_KERNELS) picks the fused BNs' implementation."""
-    net, g, file = _lowered(spec, network, features, input_shape, max_layers, fuse, max_params,
-                            max_macs, allow_any_path, False, overrides)
-    return _module(net, g, {"features": features, "kernels": kernels, "file": file},
+    g, file = _lowered(spec, network, features, input_shape, max_layers, fuse, max_params,
+                       max_macs, allow_any_path, False, overrides)
+    return _module(g, {"features": features, "kernels": kernels, "file": file},
                    zero_init_residual)
 
 
-def _module(net, g, opts: dict[str, Any], zero_init_residual: bool = False):
+def _module(g, opts: dict[str, Any], zero_init_residual: bool = False):
     """The nn.Module of a lowered graph (the code `resdsl compile` writes, executed), with
-    what `optimize` needs to compile it again: its graph, network and options."""
+    what `optimize` needs to compile it again: its graph and options."""
     from .backends.pytorch import emit, instantiate
 
-    source, cls = emit(net, g, opts["file"], opts["features"], False, opts["kernels"])
+    source, cls = emit(g, opts["file"], opts["features"], False, opts["kernels"])
     name = g.graph["name"] + (" inference" if g.graph.get("inference") else "")
     model = instantiate(source, cls, f"<resdsl {name}>", zero_init_residual)
-    model.resdsl_graph, model.resdsl_net, model.resdsl_options = g, net, opts
+    model.resdsl_graph, model.resdsl_options = g, opts
     if opts["features"]:
         model.feature_info = feature_info(g, opts["features"])
     return model
@@ -103,11 +106,10 @@ def optimize(model):
     from .fold import fold
     from .runtime import fold_state_dict
 
-    if not hasattr(model, "resdsl_net"):
+    if not hasattr(model, "resdsl_graph"):
         raise TypeError("resdsl.optimize takes a model made by resdsl.build")
     opts = model.resdsl_options
-    fast = _module(model.resdsl_net, fold(model.resdsl_graph, keep=opts["features"] or ()),
-                   opts)
+    fast = _module(fold(model.resdsl_graph, keep=opts["features"] or ()), opts)
     # what the emitted from_trained does, on the model already made
     fast.load_state_dict(fold_state_dict(model.state_dict(), type(fast).FOLDED))
     return fast.eval().to(memory_format=torch.channels_last)
@@ -116,12 +118,13 @@ def optimize(model):
 def feature_info(g, features: list[str]) -> list[dict[str, Any]]:
     """Channels and stride (reduction) of each requested feature, from the IR, in network
     order (the order `forward` returns them in)."""
-    from .graph import path_stride
+    from .ir import Structure, path_stride
 
     order = {v: i for i, v in enumerate(g.nodes)}
+    last_of = Structure(g).last
     found = []
     for name in dict.fromkeys(features):
-        last = [v for v in g.nodes if v == name or v.startswith(name + ".")][-1]
+        last = name if name in g else last_of[name]
         shape = g.nodes[last]["shape"]
         found.append((order[last], {"name": name, "channels": shape[0],
                                     "reduction": path_stride(g, last)[0] if len(shape) == 3

@@ -264,6 +264,10 @@ def compile_(file: str, network: str | None, input_text: str | None, max_layers:
     def run() -> int:
         result = _select(file, network, input_text, max_layers, **limits)
         name, g = next(iter(result.graphs.items()))
+        if emit in ("python", "onnx"):
+            from .backends.pytorch import check_names
+            from .ir import Structure
+            check_names(Structure(g))  # (names a pass may fuse away, too)
         if emit != "summary":   # the summary reports the spec's own graph (same numbers)
             g = result.graphs[name] = lower(g, fuse=not no_fuse, keep=feats or (),
                                             inference=inference)
@@ -297,8 +301,8 @@ def compile_(file: str, network: str | None, input_text: str | None, max_layers:
 def _python(result, name: str, features, standalone: bool, kernels: str | None = None) -> str:
     from .backends.pytorch import emit
 
-    return emit(result.networks[name], result.graphs[name], str(result.program.root.module.file),
-                features, standalone, kernels)[0]
+    return emit(result.graphs[name], str(result.program.root.module.file), features, standalone,
+                kernels)[0]
 
 
 def _onnx(source: str, g, path: str) -> None:

@@ -117,11 +117,3 @@ def reordered(g: nx.DiGraph) -> nx.DiGraph:
         out.add_node(v, **g.nodes[v])
     out.add_edges_from(g.edges(data=True))
     return out
-
-
-def merge_node(g: nx.DiGraph, block: str) -> str | None:
-    """The node that takes a block's shortcut: its `add`, or the bn_act that absorbed it."""
-    add = f"{block}.add"
-    if add in g:
-        return add
-    return next((v for v, d in g.nodes(data=True) if add in d.get("absorbed", ())), None)

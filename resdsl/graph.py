@@ -4,6 +4,11 @@ Shapes are needed while building: a `projection` shortcut is the identity where 
 branch keeps the shape and a 1x1 conv + bn where it does not. On a shape error the partial
 graph and the offending node travel with the exception, so `draw` can show the mistake.
 
+The graph also records the network's nesting, so that every later stage takes the graph alone:
+the graph's `scopes` hold each stage, stem / head group and block instance (a block with its
+arguments and its shortcut as written), and each node its stage, innermost block and role in
+that block (pre, residual, shortcut, merge, post); docs/ir.md has the fields.
+
 The builder fills a `Draft`, the few DiGraph methods it needs over plain dicts, because
 `import networkx` costs more than all the rest of `resdsl check` (benchmarks/results/
 frontend-cpu.txt): `draft_graph` is what `check` needs, `build_graph` the networkx.DiGraph
@@ -14,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from .elaborate import BlockNode, GroupNode, LayerNode, NetNode, Node, ShortcutNode, StageNode
+from .elaborate import BlockNode, BlockRef, GroupNode, LayerNode, NetNode, Node, ShortcutNode, StageNode
 from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError, SpecValueError
-from .ir import shape_str
+from .ir import path_stride, shape_str
 from .ops import COUNTS, OPS, cost, infer_shape
 
 if TYPE_CHECKING:
@@ -66,17 +71,24 @@ class Draft:
 
 @dataclass(frozen=True)
 class Ctx:
+    """Where a node goes: its stage (or stem / head group), innermost block and role there."""
+
     stage: Optional[str] = None
     block: Optional[str] = None
+    role: Optional[str] = None
+
+    def within(self, block: str, role: str) -> "Ctx":
+        return Ctx(self.stage, block, role)
 
 
 class Builder:
     def __init__(self, net: NetNode, input_shape: tuple[int, int, int] | None = None):
         shape = tuple(input_shape or net.input)
-        self.g = Draft(name=net.name, input=shape, groups={})
+        self.g = Draft(name=net.name, input=shape, scopes={})
         self.net = net
         self.g.add_node("input", op="input", attrs={}, shape=shape, stage=None, block=None,
-                        span=net.input_span, params=0, buffers=0, macs=0, elementwise=0)
+                        role=None, span=net.input_span, params=0, buffers=0, macs=0,
+                        elementwise=0)
 
     def build(self) -> Draft:
         out = self.seq(self.net.items, "input", Ctx())
@@ -92,7 +104,8 @@ class Builder:
                                 notes=[(self.g.nodes[name]["span"], "first here")])
         in_shapes = [self.g.nodes[s]["shape"] for s in srcs]
         attrs = {k: attrs[k] for k in OPS[op].attrs}  # one attribute order, the op table's
-        self.g.add_node(name, op=op, attrs=attrs, stage=ctx.stage, block=ctx.block, span=span)
+        self.g.add_node(name, op=op, attrs=attrs, stage=ctx.stage, block=ctx.block,
+                        role=ctx.role, span=span)
         for i, s in enumerate(srcs):
             self.g.add_edge(s, name, **((edges or [{}] * len(srcs))[i]))
         try:
@@ -112,22 +125,28 @@ class Builder:
         return self.g.nodes[v]["shape"]
 
     # -- structure
+    def scope(self, path: str, kind: str, name: str, label: str, span: Span,
+              parent: str | None = None, **more: Any) -> None:
+        """Record a stage, stem / head group or block instance in the graph's `scopes`
+        (docs/ir.md), in the order they start, so the backends need nothing but the graph."""
+        self.g.graph["scopes"][path] = {"kind": kind, "name": name, "label": label,
+                                        "parent": parent, "span": span, **more}
+
     def seq(self, items: list[Node], cur: str, ctx: Ctx) -> str:
         for item in items:
             if isinstance(item, LayerNode):
                 cur = self.layer(item, cur, ctx)
             elif isinstance(item, BlockNode):
-                self.g.graph["groups"][item.path] = item.block
-                cur = self.block(item, cur, Ctx(ctx.stage, item.path))
+                cur = self.block(item, cur, ctx, ctx.block)
             elif isinstance(item, GroupNode):
-                self.g.graph["groups"][item.kind] = item.kind
-                cur = self.seq(item.items, cur, Ctx(item.kind, ctx.block))
+                self.scope(item.kind, "group", item.kind, item.kind, item.span)
+                cur = self.seq(item.items, cur, Ctx(item.kind, ctx.block, ctx.role))
             elif isinstance(item, StageNode):
                 kinds = sorted({b.block for b in item.blocks})
-                self.g.graph["groups"][item.name] = f"{len(item.blocks)} x {'/'.join(kinds)}"
+                self.scope(item.path, "stage", item.name,
+                           f"{len(item.blocks)} x {'/'.join(kinds)}", item.span)
                 for b in item.blocks:
-                    self.g.graph["groups"][b.path] = b.block
-                    cur = self.block(b, cur, Ctx(item.name, b.path))
+                    cur = self.block(b, cur, Ctx(item.name), item.path)
         return cur
 
     def layer(self, node: LayerNode, cur: str, ctx: Ctx) -> str:
@@ -136,24 +155,33 @@ class Builder:
             attrs[channels] = self.shape(cur)[0]
         return self.add(node.path, node.kind, attrs, [cur], node.span, ctx)
 
-    def block(self, b: BlockNode, cur: str, ctx: Ctx) -> str:
-        x = self.seq(b.pre, cur, ctx)
+    def block(self, b: BlockNode, cur: str, outer: Ctx, parent: str | None) -> str:
+        """A block instance (in `parent`: a block, a stage or the network): its scope, then
+        its nodes, each with its role in the unit (pre, residual, shortcut, merge, post)."""
+        sc = b.shortcut
+        self.scope(b.path, "block", b.name, b.block, b.span, parent, role=outer.role,
+                   args={k: _plain(v) for k, v in b.args.items()},
+                   def_span=b.def_span, residual=b.residual is not None,
+                   shortcut=None if sc is None else {
+                       "kind": sc.kind, "name": sc.path[len(b.path) + 1:], "span": sc.span},
+                   merge=b.merge)
+        x = self.seq(b.pre, cur, outer.within(b.path, "pre"))
         if b.residual is None:
             return x
-        r = self.seq(b.residual, x, ctx)
-        sc = b.shortcut
+        r = self.seq(b.residual, x, outer.within(b.path, "residual"))
         assert sc is not None, "the checker requires a shortcut after a residual"
         if sc.kind == "none":
-            return self.seq(b.post, r, ctx)
+            return self.seq(b.post, r, outer.within(b.path, "post"))
         if r == x:   # nothing to add to the shortcut (and with an identity, x + x)
             raise self._locate(SpecValueError(
                 f"the residual branch of block '{b.block}' ({b.path}) has no layers", sc.span,
                 "a residual unit adds its branch to the shortcut: put a layer in `residual "
                 "{ }`, or use `shortcut none` or a plain block", code="E308",
                 notes=[(b.span, "used here")]), b.path, sc.span)
-        s, kind = self.shortcut(sc, x, r, ctx)
+        s, kind = self.shortcut(sc, x, r, outer.within(b.path, "shortcut"))
         try:
-            out = self.add(f"{b.path}.{b.merge}", b.merge, {}, [r, s], b.merge_span or sc.span, ctx,
+            out = self.add(f"{b.path}.{b.merge}", b.merge, {}, [r, s], b.merge_span or sc.span,
+                           outer.within(b.path, "merge"),
                            [{"port": 0}, {"port": 1, "shortcut": kind}])
         except ShapeError as e:
             e.message = (f"cannot add the residual branch ({shape_str(self.shape(r))}) and the "
@@ -163,7 +191,7 @@ class Builder:
                        (sc.span, f"shortcut ({kind}): {shape_str(self.shape(s))}"))
             e.hint = "make the branches agree in channels and stride"
             raise
-        return self.seq(b.post, out, ctx)
+        return self.seq(b.post, out, outer.within(b.path, "post"))
 
     def shortcut(self, sc: ShortcutNode, x: str, r: str, ctx: Ctx) -> tuple[str, str]:
         """The shortcut's output node and the kind it resolved to (`identity` where the
@@ -225,6 +253,13 @@ class Builder:
                                          "pad_back": extra - extra // 2}, [x], sc.span, ctx)
 
 
+def _plain(v: Any) -> Any:
+    """A block argument as IR data: a block passed as an argument by its name."""
+    if isinstance(v, tuple):
+        return tuple(_plain(x) for x in v)
+    return v.name if isinstance(v, BlockRef) else v
+
+
 def build_graph(net: NetNode, input_shape: tuple[int, int, int] | None = None) -> nx.DiGraph:
     """The graph IR of an elaborated network, shaped for `input_shape` (default: the spec's)."""
     return draft_graph(net, input_shape).to_networkx()
@@ -251,22 +286,6 @@ def check_input_shape(shape: Any) -> tuple[int, int, int]:
 
 def totals(g: nx.DiGraph | Draft) -> dict[str, int]:
     return {c: sum(d[c] for _, d in g.nodes(data=True)) for c in COUNTS}
-
-
-def path_stride(g: nx.DiGraph | Draft, v: str, start: str | None = None) -> tuple[int, int]:
-    """The total stride from `start` (default: the input) to v: the product of the convs' and
-    pools' strides along the main inputs (port 0; through nested blocks along their residual
-    side). A global pool has no stride."""
-    sh = sw = 1
-    while v != start:
-        d = g.nodes[v]
-        s = OPS[d["op"]].stride(d["attrs"])
-        sh, sw = sh * s[0], sw * s[1]
-        preds = list(g.predecessors(v))
-        if not preds:
-            break
-        v = next((u for u in preds if g.edges[u, v].get("port", 0) == 0), preds[0])
-    return sh, sw
 
 
 MAX_PARAMS = 1_000_000_000   # 4 GB of float32 weights

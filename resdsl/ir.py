@@ -5,12 +5,20 @@ Node id = the hierarchical name (`layer3.4.conv2`); node attributes:
   op      a key of ops.OPS              attrs   the op's attributes, in the table's order
   shape   output shape, batch left out: (C, H, W) or (F,)
   stage   `layer1` / `stem` / `head` / None      block   innermost block path or None
+  role    its part of that block: pre, residual, shortcut, merge, post (None outside blocks)
   span    the spec text that made it             params, buffers, macs, elementwise: counts
   fused, absorbed   on a fused op (`bn_act`, `conv_act`): its ops in order ("bn+add+relu") and
                     the nodes it took in; on a conv a BN folded into: folded = (the BN's name, eps)
 Edges run producer -> consumer; the in-edges of an op with several inputs carry `port` 0, 1, ...
 (a merge: 0 the residual branch, 1 the shortcut, whose edge also names its `shortcut` kind).
-Graph attributes: name, input.
+Graph attributes: name, input, inference (after fold.py), and scopes: path -> the record of
+each stage, stem / head group and block instance, in the order they start:
+  kind    stage | group | block          name    its name in its parent (`layer1`, `0`, `conv1`)
+  label   a block's definition name (`basic`); a stage's `2 x basic`; a group's name
+  parent  the enclosing block or stage (None: the network)       span   where it is written
+  blocks only: role (its part of the parent block), args (the block's arguments), def_span,
+  residual (has a residual branch), shortcut ({kind, name, span} as written, or None), merge
+Together they give the module tree, so every backend takes the graph alone (`Structure`).
 """
 from __future__ import annotations
 
@@ -53,6 +61,85 @@ def verify(g: nx.DiGraph) -> None:
             assert op.shape(d["attrs"], ins) == d["shape"], f"{v}: shape {d['shape']}"
             counts = op.cost(d["attrs"], ins, d["shape"])
             assert all(d[c] == counts[c] for c in COUNTS), f"{v}: counts"
+
+
+class Structure:
+    """The network's nesting from the graph alone (its `scopes`, each node's `block` and
+    `role`), indexed once: each scope's items in order, the first and last node under each
+    scope, each block's shortcut edge."""
+
+    def __init__(self, g: nx.DiGraph):
+        self.g, self.scopes = g, g.graph["scopes"]
+        self._items: dict[tuple[str | None, str | None], list[tuple[str, str]]] = {}
+        spans: dict[tuple[str, str], Span] = {}
+        for path, s in self.scopes.items():
+            if s["kind"] != "group":  # (a stem's or head's layers are the network's own)
+                self._items.setdefault((s["parent"], s.get("role")), []).append(("scope", path))
+                spans["scope", path] = s["span"]
+        self.first: dict[str, str] = {}
+        self.last: dict[str, str] = {}
+        self.shortcuts: dict[str, tuple[str, str, str]] = {}
+        for v, d in g.nodes(data=True):
+            if OPS[d["op"]].kind == "io":
+                continue
+            self._items.setdefault((d["block"], d["role"]), []).append(("node", v))
+            spans["node", v] = d["span"]
+            scope = d["block"]
+            while scope is not None:
+                self.first.setdefault(scope, v)
+                self.last[scope] = v
+                scope = self.scopes[scope]["parent"]
+        for u, v, e in g.edges(data=True):
+            if e.get("shortcut"):
+                self.shortcuts[g.nodes[v]["block"]] = (u, v, e["shortcut"])
+        for items in self._items.values():  # statements of one body: in source order
+            items.sort(key=lambda item: (spans[item].line, spans[item].col))
+
+    def items(self, parent: str | None, role: str | None = None) -> list[tuple[str, str]]:
+        """("node" | "scope", path) of what `parent` (None: the network) holds in `role`, in
+        order: the statements of one body are in source order (a stage's blocks share its
+        line and stay in the order they were built)."""
+        return self._items.get((parent, role), [])
+
+    def name(self, kind: str, path: str) -> str:
+        """An item's name in its parent: a scope's own, a node's path after its block's."""
+        if kind == "scope":
+            return self.scopes[path]["name"]
+        block = self.g.nodes[path]["block"]
+        return path[len(block) + 1:] if block else path
+
+    def blocks(self) -> list[str]:
+        """Every block instance, nested ones first (post-order), in network order."""
+        out: list[str] = []
+
+        def walk(parent: str | None, roles: tuple) -> None:
+            for role in roles:
+                for kind, path in self.items(parent, role):
+                    if kind == "scope":
+                        walk(path, ROLES if self.scopes[path]["kind"] == "block" else (None,))
+                        if self.scopes[path]["kind"] == "block":
+                            out.append(path)
+        walk(None, (None,))
+        return out
+
+
+ROLES = ("pre", "residual", "shortcut", "merge", "post")
+
+
+def path_stride(g: Any, v: str, start: str | None = None) -> tuple[int, int]:
+    """The total stride from `start` (default: the input) to v: the product of the convs' and
+    pools' strides along the main inputs (port 0; through nested blocks along their residual
+    side). A global pool has no stride."""
+    sh = sw = 1
+    while v != start:
+        d = g.nodes[v]
+        s = OPS[d["op"]].stride(d["attrs"])
+        sh, sw = sh * s[0], sw * s[1]
+        preds = list(g.predecessors(v))
+        if not preds:
+            break
+        v = next((u for u in preds if g.edges[u, v].get("port", 0) == 0), preds[0])
+    return sh, sw
 
 
 def _fmt_value(v: Any) -> str:

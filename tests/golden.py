@@ -44,8 +44,9 @@ def networks() -> list[tuple[str, str]]:
 
 
 def output(spec: str, network: str, mode: str) -> str:
-    """What `resdsl compile SPEC -n NETWORK` writes to stdout in `mode`, the version left out
-    (run from the repository root, so the header names the spec as `specs/...`)."""
+    """What `resdsl compile SPEC -n NETWORK` writes to stdout in `mode`, the version and the
+    checkout's own path left out (run from the repository root, so the header names the spec
+    as `specs/...`; spans into `use`d files are absolute)."""
     from resdsl import __version__
     from resdsl.cli import main
 
@@ -58,7 +59,8 @@ def output(spec: str, network: str, mode: str) -> str:
     finally:
         os.chdir(cwd)
     assert result.exit_code == 0, (spec, network, mode, result.output)
-    return result.stdout.replace(f"resdsl {__version__} ", "resdsl VERSION ")
+    return (result.stdout.replace(f"resdsl {__version__} ", "resdsl VERSION ")
+            .replace(str(ROOT) + os.sep, ""))
 
 
 def digest(text: str) -> str:

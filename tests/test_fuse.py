@@ -16,7 +16,8 @@ import pytest
 from resdsl.backends import summary
 
 from resdsl import ir
-from resdsl.fuse import fuse, merge_node
+from resdsl.fuse import fuse
+from resdsl.ir import Structure
 from resdsl.graph import totals
 from resdsl.pipeline import check_file, check_text
 
@@ -74,7 +75,7 @@ def test_absorbed_nodes_leave_and_the_bn_takes_their_edges():
     ports = {u: e for u, _, e in g.in_edges("layer2.0.bn2", data=True)}
     assert ports == {"layer2.0.conv2": {"port": 0},
                      "layer2.0.downsample.1": {"port": 1, "shortcut": "projection"}}
-    assert merge_node(g, "layer2.0") == "layer2.0.bn2"
+    assert Structure(g).shortcuts["layer2.0"][1] == "layer2.0.bn2"
     assert list(g.successors("layer2.0.bn2")) == ["layer2.1.conv1", "layer2.1.bn2"]
 
 

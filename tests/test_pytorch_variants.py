@@ -336,6 +336,16 @@ def test_custom_shortcut(labelled):
     assert model.layer2[0].downsample[0].stride == (2, 2)
 
 
+def test_block_inside_a_custom_shortcut_is_built():
+    """A custom shortcut may use a block: it is part of the module (once it was left out,
+    and the model had fewer parameters than the summary)."""
+    text = ("use std\nblock b(planes) {\n  residual { conv planes, 3x3; bn }\n"
+            "  shortcut { conv planes, 1x1; basic(planes) }\n  merge add\n  relu\n}\n"
+            "network n {\n  input 3 x 16 x 16\n  conv 8, 3x3\n  stage s = 2 x b(8)\n}\n")
+    model, _ = build_check(text, "n", (3, 16, 16))
+    assert isinstance(model.s[1].downsample[1].conv1, nn.Conv2d)
+
+
 # ---- in-place ReLU -------------------------------------------------------------------------
 
 def test_relu_after_relu_backward():
