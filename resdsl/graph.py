@@ -184,7 +184,7 @@ class Builder:
                            outer.within(b.path, "merge"),
                            [{"port": 0}, {"port": 1, "shortcut": kind}])
         except ShapeError as e:
-            e.message = (f"cannot add the residual branch ({shape_str(self.shape(r))}) and the "
+            e.message = (f"cannot {b.merge} the residual branch ({shape_str(self.shape(r))}) and the "
                          f"shortcut ({shape_str(self.shape(s))}) in block '{b.path}'")
             e.notes = ((self.g.nodes[r]["span"], f"residual branch ends here: "
                                                  f"{shape_str(self.shape(r))}"),

@@ -84,6 +84,9 @@ class Look:
     junction: bool = False
 
 
+MANY = 2 ** 31   # no limit on a merge's inputs
+
+
 def _one(n: int = 1) -> Callable[[Attrs], range]:
     return lambda a: range(n, n + 1)
 
@@ -267,6 +270,11 @@ def bn_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
 def per_element(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
     """1 per output element."""
     return _counts(elementwise=prod(out))
+
+
+def per_pair(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """A merge of n inputs: n - 1 per output element."""
+    return _counts(elementwise=(len(ins) - 1) * prod(out))
 
 
 def pool_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
@@ -455,9 +463,9 @@ OPS: dict[str, Op] = {op.name: op for op in (
     Op("dropout", "dropout with probability p", "layer", same("dropout"),
        Look(*PLAIN, lambda a, table: f"dropout {a['p']}"), (P("p", PROB, 0.5),),
        torch=lambda t: f"nn.Dropout({t.lit(t.a['p'])})"),
-    Op("add", "the sum of the residual branch (port 0) and the shortcut (port 1)", "merge",
-       merge_shape, Look("#ffffff", "#333333", lambda a, table: "+", junction=True),
-       inputs=lambda a: range(2, 3), cost=per_element, infix="+",
+    Op("add", "the sum of its inputs: the residual branch (port 0) and the shortcut (port 1)",
+       "merge", merge_shape, Look("#ffffff", "#333333", lambda a, table: "+", junction=True),
+       inputs=lambda a: range(2, MANY), cost=per_pair, infix="+",
        overwritable=lambda a: True,
        fusion="joins a bn_act (or conv_act) as its residual add (fuse.py, fold.py)"),
     Op("pad", "option A shortcut: x[:, :, ::s, ::s] with zero channels added", "shortcut",

@@ -1,0 +1,113 @@
+"""The op table (resdsl/ops.py): every record complete, the compiler asking it instead of
+comparing op names, and a new op joining through one record."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from resdsl import check, ops
+from resdsl.ops import BOOL, OPS, PAIR, REQUIRED, Look
+
+ROOT = Path(__file__).resolve().parent.parent
+TYPES = {ops.INT, ops.POS, ops.NONNEG, PAIR, ops.FLOAT, ops.PROB, BOOL, "str"}
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_every_record_is_complete(name):
+    op = OPS[name]
+    assert op.name == name and op.doc and op.kind in ("io", "layer", "merge", "shortcut", "fused")
+    assert len(set(op.attrs)) == len(op.attrs)
+    for p in op.params:
+        assert p.type in TYPES, (name, p)
+        assert not p.flag or p.type == BOOL, (name, p)
+        assert p.default is REQUIRED or p.default is None or op.default(p.name) is not None
+    # every op but the ends and the merges (an operator in forward) lowers to a module
+    assert (op.torch is None) == (op.kind in ("io", "merge")), name
+    assert (op.infix is not None) == (op.kind == "merge"), name
+    assert isinstance(op.look, Look)
+
+
+def test_the_spec_vocabulary_comes_from_the_table():
+    assert list(ops.LAYERS) == [k for k, op in OPS.items() if op.kind == "layer"]
+    assert ops.MERGES == ("add",) and ops.DEFAULT_MERGE in ops.MERGES
+    assert set(ops.SHORTCUTS) == {"identity", "pad", "projection", "avgdown", "none"}
+
+
+def _op_comparisons(path: Path) -> list[str]:
+    """Comparisons (==, !=, in, not in) with a string constant, or a tuple / list / set of
+    them, that names an op."""
+    def strings(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return [s for e in node.elts for s in strings(e)]
+        return []
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Compare):
+            values = strings(node.left) + [s for c in node.comparators for s in strings(c)]
+            if any(v in OPS for v in values):
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_outside_the_passes_the_compiler_asks_the_table():
+    """Issue 13: at most 8 comparisons on op names in resdsl/ and backends/ outside the
+    passes (fuse.py and fold.py pattern-match the ops they rewrite)."""
+    files = [p for d in ("resdsl", "backends") for p in sorted((ROOT / d).glob("*.py"))
+             if p.name not in ("fuse.py", "fold.py")]
+    found = [c for p in files for c in _op_comparisons(p)]
+    assert len(found) <= 8, "\n".join(found)
+
+
+# ---- a new merge joins through one record ----------------------------------------------------
+
+GATED = """
+block gated(planes) {
+  residual { conv planes, 3x3; bn }
+  shortcut identity
+  merge mul
+  relu
+}
+network net {
+  input 4 x 8 x 8
+  stage s = 2 x gated(4)
+}
+"""
+
+
+@pytest.fixture
+def mul(monkeypatch):
+    """A `mul` merge, x * y, as one more record (what issue 14's gates need)."""
+    record = dataclasses.replace(
+        OPS["add"], name="mul", doc="the product of its inputs", infix="*", fusion="",
+        look=Look("#ffffff", "#333333", lambda a, table: "\u00d7", junction=True))
+    monkeypatch.setitem(OPS, "mul", record)
+    monkeypatch.setattr(check, "MERGES", (*ops.MERGES, "mul"))
+    return record
+
+
+def test_a_new_merge_op_joins_without_touching_the_backends(mul):
+    torch = pytest.importorskip("torch")
+    import resdsl
+    from resdsl import ir
+    from resdsl.backends import draw, summary
+    from resdsl.pipeline import check_text
+
+    g = check_text(GATED).graphs["net"]
+    assert g.nodes["s.0.mul"]["op"] == "mul" and g.nodes["s.0.mul"]["elementwise"] == 4 * 8 * 8
+    assert "s.0.mul = mul() : 4x8x8 <- s.0.bn1, input [identity]" in ir.to_text(g)
+    assert "mul" in summary.table(g, depth=3)
+    assert 'label="\u00d7"' in draw.to_dot(g, "block").source
+    source, _, lowered = resdsl.emit_python(GATED)
+    assert "out *= identity" in source          # not fused: bn_act adds, it does not multiply
+    assert any(d["op"] == "mul" for _, d in lowered.nodes(data=True))
+    model = resdsl.build(GATED).eval()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        block = model.s[0]
+        want = torch.relu(block.bn1(block.conv1(x)) * x)
+        torch.testing.assert_close(block(x), want)
