@@ -1,4 +1,4 @@
-"""Per-kernel timings of the fused BN + add + ReLU Triton kernels (resdsl.backends.bn_act).
+"""Per-kernel timings of the fused BN + add + ReLU Triton kernels (resdsl/kernels.py).
 
     python benchmarks/kernels.py [--reps 25] [--shapes 0,1,2,3,4] [--dtypes fp32,bf16]
                                  [--layouts nchw,cl] [--ops eval,train,bwd] [--no-compile]
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from resdsl.backends import bn_act as K  # noqa: E402
+from resdsl import runtime as K  # noqa: E402
 
 SHAPES = [(256, 64, 112, 112), (256, 256, 56, 56), (256, 512, 28, 28), (256, 1024, 14, 14),
           (256, 2048, 7, 7)]

@@ -13,6 +13,7 @@ from typing import Callable
 import click
 
 from . import __version__
+from .dispatch import KERNELS
 from .errors import Renderer, ResdslError
 
 
@@ -246,7 +247,7 @@ def summary(file: str, network: str | None, input_text: str | None, max_layers: 
                    "network's from_trained(state_dict) loads trained weights (docs/passes.md).")
 @click.option("--no-fuse", is_flag=True,
               help="Keep bn, relu and add apart (no fusion pass; docs/passes.md).")
-@click.option("--kernels", type=click.Choice(["auto", "triton", "torch"]), default=None,
+@click.option("--kernels", type=click.Choice(KERNELS), default=None,
               help="Fused BN kernels: Triton on CUDA tensors (auto), always, or PyTorch ops "
                    "[default: $RESDSL_KERNELS at run time, else auto].")
 def compile_(file: str, network: str | None, input_text: str | None, max_layers: int | None,

@@ -1,16 +1,18 @@
-"""The pure-PyTorch pieces that emitted model files import (or inline with --standalone).
+"""The modules and functions that emitted model files import (or inline with --standalone),
+and the one place that runs the fused ops: resdsl's Triton kernels (resdsl/kernels.py) or
+their PyTorch fallback, as resdsl/dispatch.py decides.
 
-Everything here is plain nn.Module / function code with no dependency on the compiler, so a
-generated file stays readable and runs with only torch installed.
+Nothing here depends on the compiler, so a generated file stays readable and, standalone,
+runs with only torch installed (and uses triton when it is there).
 """
 from __future__ import annotations
-
-import importlib
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .dispatch import kernel_choice, use_triton
+from .kernels import add_act_triton, bn_act_triton
 
 
 class PadShortcut(nn.Module):
@@ -30,7 +32,7 @@ class PadShortcut(nn.Module):
         return f"stride={self.stride}, front={self.front}, back={self.back}"
 
 
-KERNELS = ("auto", "triton", "torch")
+RESIDUAL_AT = ("pre", "mid", "post")
 
 
 class BatchNormAct2d(nn.BatchNorm2d):
@@ -69,31 +71,34 @@ class BatchNormAct2d(nn.BatchNorm2d):
 def bn_act(x, weight, bias, running_mean, running_var, residual=None, *, training: bool,
            momentum: float, eps: float, relu: bool, residual_at: str = "mid",
            kernels: str | None = None) -> torch.Tensor:
-    """act(bn(x) [+ residual]) by `kernels` (see BatchNormAct2d): the Triton kernels of
-    resdsl.backends.bn_act, imported only when chosen, or PyTorch ops."""
-    choice = _choice(kernels)
-    if _use_triton(choice, x):
-        fused = _triton("bn_act", required=choice == "triton")
-        if fused is not None:
-            return fused(x, weight, bias, running_mean, running_var, residual, training=training,
-                         momentum=momentum, eps=eps, relu=relu, residual_at=residual_at,
-                         kernels=choice)
+    """act(bn(x) [+ residual]) by `kernels` (resdsl/dispatch.py): the Triton kernels
+    (kernels.bn_act_triton) or PyTorch ops (bn_act_torch), with the same arguments."""
+    if residual_at not in RESIDUAL_AT:
+        raise ValueError(f"residual_at must be one of {RESIDUAL_AT}, got {residual_at!r}")
+    fn = bn_act_triton if use_triton(kernel_choice(kernels), x) else bn_act_torch
+    return fn(x, weight, bias, running_mean, running_var, residual, training=training,
+              momentum=momentum, eps=eps, relu=relu, residual_at=residual_at)
+
+
+def bn_act_torch(x, weight, bias, running_mean, running_var, residual=None, *, training: bool,
+                 momentum: float, eps: float, relu: bool, residual_at: str = "mid") -> torch.Tensor:
+    """The PyTorch fallback, and the reference the Triton kernels are tested against:
+    F.batch_norm (batch statistics when training or without running ones), then `_epilogue`."""
     if residual is not None and residual_at == "pre":
         x = x + residual
-    y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    y = F.batch_norm(x, running_mean, running_var, weight, bias,
+                     training or running_mean is None, momentum, eps)
     return _epilogue(y, residual, relu, residual_at)
 
 
-def _choice(kernels: str | None) -> str:
-    """The kernels asked for: `kernels`, else $RESDSL_KERNELS, else "auto"; checked."""
-    choice = os.environ.get("RESDSL_KERNELS", "auto") if kernels is None else kernels
-    if choice not in KERNELS:
-        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {choice!r}")
-    return choice
-
-
-def _use_triton(choice: str, x: torch.Tensor) -> bool:
-    return choice == "triton" or (choice == "auto" and x.is_cuda)
+def add_act(x: torch.Tensor, residual: torch.Tensor, *, relu: bool,
+            kernels: str | None = None) -> torch.Tensor:
+    """act(x + residual) by `kernels`: the Triton kernel, which has no backward, where it is
+    chosen and no gradient is needed; else PyTorch ops (`_epilogue` of the sum)."""
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or residual.requires_grad)
+    if not needs_grad and use_triton(kernel_choice(kernels), x):
+        return add_act_triton(x, residual, relu=relu)
+    return _epilogue(x + residual, None, relu, None)
 
 
 def _epilogue(y: torch.Tensor, residual: torch.Tensor | None, relu: bool,
@@ -109,18 +114,6 @@ def _epilogue(y: torch.Tensor, residual: torch.Tensor | None, relu: bool,
     if residual is not None and residual_at == "post":
         y = y + residual
     return y
-
-
-def _triton(name: str, required: bool):
-    """A function of resdsl's fused kernels (`bn_act`, `add_act`), or None where they cannot
-    be imported (a standalone file on a machine without resdsl or triton) and PyTorch ops
-    will do."""
-    try:  # by name: a standalone file must not need resdsl
-        return getattr(importlib.import_module("resdsl.backends.bn_act"), name)
-    except ImportError:
-        if required:
-            raise
-        return None
 
 
 def projection(in_channels: int, out_channels: int, stride: int | tuple[int, int],
@@ -187,14 +180,12 @@ class Conv2dAct(nn.Conv2d):
         self._packed: tuple | None = None  # (key, the weight in oneDNN's layout)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        choice = _choice(self.kernels)
+        choice = kernel_choice(self.kernels)
         if self._onednn(x, choice):
             return self._fused(x, residual)
         y = super().forward(x)
-        if self.residual_at == "mid" and _use_triton(choice, y):
-            fused = _triton("add_act", required=choice == "triton")
-            if fused is not None:
-                return fused(y, residual, relu=self.relu, kernels=choice)
+        if self.residual_at == "mid":
+            return add_act(y, residual, relu=self.relu, kernels=choice)
         return _epilogue(y, residual, self.relu, self.residual_at)
 
     def _onednn(self, x: torch.Tensor, choice: str) -> bool:

@@ -1,14 +1,15 @@
-"""Fused BN + add + ReLU (resdsl.backends.bn_act): the Triton kernels under TRITON_INTERPRET=1 on
-CPU tensors, and the torch path, against float64 references built from nn.BatchNorm + add + relu.
+"""Fused BN + add + ReLU (resdsl/kernels.py, chosen by resdsl/runtime.py): the Triton kernels
+under TRITON_INTERPRET=1 on CPU tensors, and the torch path, against float64 references built
+from nn.BatchNorm + add + relu.
 
 TRITON_INTERPRET is set at the top of this module. When triton reads it (triton 3.x):
 `triton.jit` reads it (knobs.runtime.interpret, from the environment on each access) when it
-wraps a function. bn_act jits its kernels at its first Triton call, so the variable only has
+wraps a function. kernels.py jits its kernels at their first Triton call, so the variable only has
 to be set before that. But triton.language's own @jit helpers (tl.zeros, tl.sum, tl.cdiv) are
 wrapped when triton.language is first imported, and torch._dynamo imports it (any
 torch.compile does, so an earlier test in the session could): the kernels therefore use only
 builtins (tl.full, tl.reduce), and `test_import_and_late_interpret` checks in a fresh process
-that importing bn_act does not import triton and that the interpreter still takes effect when
+that importing resdsl.runtime does not import triton and that the interpreter still takes effect when
 triton.language was imported first. Every expected number comes from PyTorch's own modules.
 """
 import os
@@ -21,7 +22,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from resdsl.backends import bn_act as K
+from resdsl import kernels as K
+from resdsl import runtime as R
+from resdsl.dispatch import kernel_choice
 from torch import nn
 
 triton = pytest.importorskip("triton")
@@ -103,7 +106,7 @@ def run_both(shape, *, at, relu, training, dtype=torch.float32, kernels="triton"
     xs = layout(x) if layout else x
     ours_leaves = [t.detach().clone().requires_grad_() for t in (xs, r, w.float(), b.float())]
     rmo, rvo = (rm.float().clone(), rv.float().clone()) if track else (None, None)
-    y = K.bn_act(ours_leaves[0], ours_leaves[2] if affine else None,
+    y = R.bn_act(ours_leaves[0], ours_leaves[2] if affine else None,
                  ours_leaves[3] if affine else None, rmo, rvo,
                  ours_leaves[1] if at else None, training=training, momentum=momentum, eps=EPS,
                  relu=relu, residual_at=at or "mid", kernels=kernels)
@@ -125,31 +128,31 @@ def assert_match(ours, ref, *, atol, rtol, at):
 
 # ---------------------------------------------------------------- dispatch and API
 
-def test_resolve_kernels(monkeypatch):
+def test_kernel_choice(monkeypatch):
     monkeypatch.delenv("RESDSL_KERNELS", raising=False)
-    assert K.resolve_kernels(None) == "auto"
+    assert kernel_choice(None) == "auto"
     monkeypatch.setenv("RESDSL_KERNELS", "torch")
-    assert K.resolve_kernels(None) == "torch"
-    assert K.resolve_kernels("triton") == "triton"
+    assert kernel_choice(None) == "torch"
+    assert kernel_choice("triton") == "triton"
     monkeypatch.setenv("RESDSL_KERNELS", "cuda")
     with pytest.raises(ValueError, match="auto, triton, torch"):
-        K.resolve_kernels(None)
+        kernel_choice(None)
     with pytest.raises(ValueError):
-        K.resolve_kernels("fast")
+        kernel_choice("fast")
 
 
 LATE_INTERPRET = """
 import os, sys
-from resdsl.backends import bn_act
-assert "triton" not in sys.modules, "importing bn_act imported triton"
+from resdsl import runtime
+assert "triton" not in sys.modules, "importing resdsl.runtime imported triton"
 import torch, torch._dynamo  # imports triton.language, its @jit helpers built for the GPU
 assert "triton.language" in sys.modules
 os.environ["TRITON_INTERPRET"] = "1"
 x = torch.randn(3, 5, 2, 3, requires_grad=True)
 kw = dict(training=True, momentum=0.1, eps=1e-5, relu=True)
-y = bn_act.bn_act(x, None, None, None, None, x.detach() * 2, kernels="triton", **kw)
+y = runtime.bn_act(x, None, None, None, None, x.detach() * 2, kernels="triton", **kw)
 (g,) = torch.autograd.grad(y.sum(), x)
-y2 = bn_act.bn_act(x, None, None, None, None, x.detach() * 2, kernels="torch", **kw)
+y2 = runtime.bn_act(x, None, None, None, None, x.detach() * 2, kernels="torch", **kw)
 (g2,) = torch.autograd.grad(y2.sum(), x)
 torch.testing.assert_close((y, g), (y2, g2), atol=1e-5, rtol=1e-5)
 print("ok")
@@ -157,7 +160,7 @@ print("ok")
 
 
 def test_import_and_late_interpret():
-    """In a fresh process: importing bn_act does not import triton; TRITON_INTERPRET set after
+    """In a fresh process: importing resdsl.runtime does not import triton; TRITON_INTERPRET set after
     torch._dynamo imported triton.language still runs the kernels in the interpreter."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", LATE_INTERPRET], capture_output=True, text=True,
@@ -168,15 +171,15 @@ def test_import_and_late_interpret():
 def test_auto_on_cpu_is_the_torch_path():
     x, r, w, b, rm, rv = make_inputs((2, 3, 4, 4), dtype=torch.float32)
     kw = {"training": True, "momentum": 0.1, "eps": EPS, "relu": True}
-    got = K.bn_act(x, w, b, rm.clone(), rv.clone(), r, kernels="auto", **kw)
-    want = K.bn_act_torch(x, w, b, rm.clone(), rv.clone(), r, **kw)
+    got = R.bn_act(x, w, b, rm.clone(), rv.clone(), r, kernels="auto", **kw)
+    want = R.bn_act_torch(x, w, b, rm.clone(), rv.clone(), r, **kw)
     assert torch.equal(got, want)
 
 
 def test_bad_residual_position():
     x = torch.randn(2, 3)
     with pytest.raises(ValueError, match="residual_at"):
-        K.bn_act(x, None, None, None, None, x, training=True, momentum=0.1, eps=EPS,
+        R.bn_act(x, None, None, None, None, x, training=True, momentum=0.1, eps=EPS,
                  relu=False, residual_at="after")
 
 
@@ -187,16 +190,16 @@ def test_single_value_per_channel_raises_like_pytorch(kernels, shape):
     with pytest.raises(ValueError) as want:
         F.batch_norm(x, None, None, training=True)
     with pytest.raises(ValueError) as got:
-        K.bn_act(x, None, None, None, None, training=True, momentum=0.1, eps=EPS, relu=True,
+        R.bn_act(x, None, None, None, None, training=True, momentum=0.1, eps=EPS, relu=True,
                  kernels=kernels)
     assert str(got.value) == str(want.value)
     # eval with running statistics needs no batch statistics: no error
-    K.bn_act(x, None, None, torch.zeros(shape[1]), torch.ones(shape[1]), training=False,
+    R.bn_act(x, None, None, torch.zeros(shape[1]), torch.ones(shape[1]), training=False,
              momentum=0.1, eps=EPS, relu=True, kernels=kernels)
 
 
 def test_kernels_are_interpreted():
-    K.add_act(torch.ones(3), torch.ones(3), relu=True, kernels="triton")
+    R.add_act(torch.ones(3), torch.ones(3), relu=True, kernels="triton")
     from triton.runtime.interpreter import InterpretedFunction
     assert isinstance(K._bn_stats_kernel, InterpretedFunction)
     assert isinstance(K._add_act_kernel, InterpretedFunction)
@@ -255,7 +258,7 @@ def test_no_affine_no_running_stats(at, training, small_tiles):
 def test_layout_preserved(small_tiles):
     x, r, w, b, rm, rv = make_inputs((2, 6, 3, 5), dtype=torch.float32)
     x, r = CHANNELS_LAST(x), CHANNELS_LAST(r)
-    y = K.bn_act(x, w, b, rm, rv, r, training=True, momentum=0.1, eps=EPS, relu=True,
+    y = R.bn_act(x, w, b, rm, rv, r, training=True, momentum=0.1, eps=EPS, relu=True,
                  kernels="triton")
     assert y.is_contiguous(memory_format=torch.channels_last)
 
@@ -267,7 +270,7 @@ def test_cumulative_momentum_resolved_by_caller(small_tiles):
     for step in range(1, 4):
         x = make_inputs((3, 5, 2, 3), seed=step)[0]
         bn(x)
-        K.bn_act(x.float(), None, None, rm, rv, training=True, momentum=1.0 / step, eps=EPS,
+        R.bn_act(x.float(), None, None, rm, rv, training=True, momentum=1.0 / step, eps=EPS,
                  relu=False, kernels="triton")
     torch.testing.assert_close(rm.double(), bn.running_mean, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(rv.double(), bn.running_var, atol=1e-6, rtol=1e-5)
@@ -321,7 +324,7 @@ def test_gradcheck_float64(at, small_tiles):
     leaves = [t.clone().requires_grad_() for t in (x, r, w, b)]
 
     def f(x, r, w, b):
-        return K.bn_act(x, w, b, rm.clone(), rv.clone(), r if at else None, training=True,
+        return R.bn_act(x, w, b, rm.clone(), rv.clone(), r if at else None, training=True,
                         momentum=0.1, eps=EPS, relu=True, residual_at=at or "mid",
                         kernels="triton")
 
@@ -359,7 +362,7 @@ def test_saves_only_x_stats_and_a_bit_mask(at, relu, expect_mask):
     x.requires_grad_()
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        K.bn_act(x, w.requires_grad_(), b, rm, rv, r if at else None, training=True,
+        R.bn_act(x, w.requires_grad_(), b, rm, rv, r if at else None, training=True,
                  momentum=0.1, eps=EPS, relu=relu, residual_at=at or "mid", kernels="triton")
     big = [t for t in saved if t.numel() >= x.numel()]
     assert len(big) == (2 if at == "pre" else 1)
@@ -387,7 +390,7 @@ def test_pre_residual_grad_is_the_input_grad():
     x, r, w, b, rm, rv = make_inputs((2, 3, 3, 3), dtype=torch.float32)
     x.requires_grad_()
     r.requires_grad_()
-    y = K.bn_act(x, w, b, rm, rv, r, training=True, momentum=0.1, eps=EPS, relu=True,
+    y = R.bn_act(x, w, b, rm, rv, r, training=True, momentum=0.1, eps=EPS, relu=True,
                  residual_at="pre", kernels="triton")
     y.sum().backward()
     assert torch.equal(x.grad, r.grad)
@@ -398,7 +401,7 @@ import collections, os, re
 os.environ.pop("TRITON_INTERPRET", None)
 import triton, triton.language as tl
 from triton.backends.compiler import GPUTarget
-from resdsl.backends import bn_act as K
+from resdsl import kernels as K
 K._triton()
 
 def compile_sm90(fn, sig, const, divisible):
@@ -451,11 +454,11 @@ def test_add_act(relu, layout):
         x, r = layout(x), layout(r)
     want = torch.relu(x.double() + r.double()) if relu else x.double() + r.double()
     for kernels in ("torch", "triton"):
-        got = K.add_act(x, r, relu=relu, kernels=kernels)
+        got = R.add_act(x, r, relu=relu, kernels=kernels)
         torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-6)
-    assert K.add_act(x, r, relu=relu, kernels="triton").stride() == x.stride()
+    assert R.add_act(x, r, relu=relu, kernels="triton").stride() == x.stride()
     xg = x.clone().requires_grad_()  # a gradient is needed: the torch path, with autograd
-    K.add_act(xg, r, relu=relu, kernels="triton").sum().backward()
+    R.add_act(xg, r, relu=relu, kernels="triton").sum().backward()
     assert xg.grad is not None
 
 
@@ -478,7 +481,7 @@ def test_opcheck():
 
 
 def _block(x, w, b, rm, rv, r):
-    return K.bn_act(x, w, b, rm, rv, r, training=True, momentum=0.1, eps=EPS, relu=True,
+    return R.bn_act(x, w, b, rm, rv, r, training=True, momentum=0.1, eps=EPS, relu=True,
                     kernels="triton") * 2
 
 
@@ -510,7 +513,7 @@ def test_export():
 
         def forward(self, x, r):
             bn = self.bn
-            return K.bn_act(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, r,
+            return R.bn_act(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, r,
                             training=False, momentum=0.1, eps=EPS, relu=True, kernels="triton")
 
     m = Block().eval()
@@ -518,3 +521,70 @@ def test_export():
     ep = torch.export.export(m, (x, r))
     assert "resdsl.bn_act_fwd" in str(ep.graph)
     torch.testing.assert_close(ep.module()(x, r), m(x, r))
+
+
+# ---------------------------------------------------------------- --standalone files
+
+TINY = """
+block unit(planes) {
+  residual { conv planes, 3x3; bn; relu; conv planes, 3x3; bn }
+  shortcut identity
+  merge add
+  relu
+}
+network tiny {
+  input 3 x 6 x 5
+  conv 4, 3x3
+  bn
+  relu
+  stage s = 1 x unit(4)
+}
+"""
+
+STANDALONE = """
+import sys
+sys.modules["resdsl"] = None  # any import of resdsl now fails
+import runpy, torch
+ns = runpy.run_path(sys.argv[1])
+torch.manual_seed(0)
+m = ns["Tiny"](kernels="triton").train()
+x = torch.randn(2, 3, 6, 5, requires_grad=True)
+y = m(x)
+(g,) = torch.autograd.grad(y.sum(), x)
+for mod in m.modules():
+    if hasattr(mod, "kernels"):
+        mod.kernels = "torch"
+y2 = m(x)
+(g2,) = torch.autograd.grad(y2.sum(), x)
+torch.testing.assert_close((y, g), (y2, g2), atol=1e-5, rtol=1e-5)
+assert not any(k == "resdsl" or k.startswith("resdsl.") for k, v in sys.modules.items() if v)
+print("ok")
+"""
+
+
+def test_standalone_file_runs_the_triton_kernels_without_resdsl(tmp_path):
+    """--standalone inlines dispatch.py, kernels.py and runtime.py: with triton installed the
+    file runs the kernels (interpreted here) where resdsl cannot be imported."""
+    import resdsl
+    path = tmp_path / "tiny.py"
+    path.write_text(resdsl.emit_python(TINY, standalone=True)[0], encoding="utf-8")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", STANDALONE, str(path)], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, check=False, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_standalone_file_beside_resdsl_uses_the_registered_ops():
+    """Executed where resdsl's kernels are loaded, a standalone file registers no second
+    `resdsl::bn_act_fwd` (that corrupts the dispatcher on some torch versions): it calls the
+    ops there are, and both paths still run."""
+    import resdsl
+    ns: dict = {"__name__": "standalone_tiny"}
+    exec(compile(resdsl.emit_python(TINY, standalone=True)[0], "<tiny>", "exec"), ns)
+    assert ns["_FWD_OP"] is torch.ops.resdsl.bn_act_fwd  # resdsl's, looked up, not made again
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 5)
+    ours = ns["Tiny"](kernels="triton").train()
+    theirs = resdsl.build(TINY, kernels="triton").train()
+    theirs.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(ours(x), theirs(x))

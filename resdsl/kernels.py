@@ -1,4 +1,4 @@
-"""Fused BatchNorm + optional residual add + optional ReLU (installed as resdsl.backends.bn_act).
+"""resdsl's Triton kernels: fused BatchNorm + optional residual add + optional ReLU, and add + ReLU.
 
     y = act(bn(x + r))      residual_at="pre"   (add -> bn -> relu: BN after addition)
     y = act(bn(x) + r)      residual_at="mid"   (bn -> add -> relu: the original ResNet unit)
@@ -7,12 +7,13 @@
 with bn(s) = (s - mean) * invstd * w + b, act = ReLU or identity, and no residual covering
 bn -> relu and plain bn. Statistics are per channel over N and the spatial dims.
 
-Two implementations sit side by side: `bn_act_torch` (F.batch_norm, add and relu composed: the
-reference, and the path used on CPU) and the Triton kernels below, behind custom ops
-`resdsl::bn_act_fwd` / `resdsl::bn_act_bwd` so torch.compile and torch.export trace through.
-`RESDSL_KERNELS={auto,triton,torch}` (or `kernels=`) picks one; triton is imported only when
-the Triton path is taken, and on CPU tensors it runs only under TRITON_INTERPRET=1 (read when the
-kernels are first jitted, i.e. at the first Triton call, not when triton is imported).
+The kernels sit behind custom ops `resdsl::bn_act_fwd` / `resdsl::bn_act_bwd`, so torch.compile
+and torch.export trace through. resdsl/runtime.py, which calls them, holds the one choice
+between them and PyTorch ops (`kernels=` / RESDSL_KERNELS, resdsl/dispatch.py) and the PyTorch
+reference they are tested against (`runtime.bn_act_torch`); `--standalone` files inline this
+file with it. triton is imported only when a kernel first runs, and on CPU tensors the kernels
+run only under TRITON_INTERPRET=1 (read when the kernels are first jitted, i.e. at the first
+Triton call, not when triton is imported).
 
 Layout: every tensor is viewed as (OUTER, C, INNER), dense. NCHW-contiguous: OUTER = N,
 INNER = H*W. channels_last: OUTER = N*H*W, INNER = 1 (C is then the contiguous axis; an NCHW
@@ -41,24 +42,12 @@ appears). No atomics: the same inputs give bitwise-identical outputs on every ru
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import os
 
 import torch
-import torch.nn.functional as F
 
-KERNEL_CHOICES = ("auto", "triton", "torch")
-RESIDUAL_POSITIONS = ("pre", "mid", "post")
 _RES_CODE = {None: 0, "pre": 1, "mid": 2, "post": 3}  # the RES constexpr of the kernels
-
-
-def resolve_kernels(kernels: str | None) -> str:
-    """The kernel choice: `kernels`, or $RESDSL_KERNELS when None, default "auto"."""
-    choice = os.environ.get("RESDSL_KERNELS", "auto") if kernels is None else kernels
-    if choice not in KERNEL_CHOICES:
-        raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, got {choice!r}")
-    return choice
 
 
 # --------------------------------------------------------------------------------------------
@@ -682,56 +671,32 @@ class _BnActFunction(torch.autograd.Function):
 
 
 def _register():
-    """(fwd, bwd) callables: torch.ops.resdsl.* custom ops, or autograd.Function on torch < 2.4."""
-    if hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd"):
-        fwd = torch.library.custom_op("resdsl::bn_act_fwd", _fwd_impl, mutates_args=(),
-                                      schema=_FWD_SCHEMA)
-        fwd.register_fake(_fwd_fake)
-        bwd = torch.library.custom_op("resdsl::bn_act_bwd", _bwd_impl, mutates_args=(),
-                                      schema=_BWD_SCHEMA)
-        bwd.register_fake(_bwd_fake)
-        fwd.register_autograd(_backward, setup_context=_setup_context)
-        return fwd, bwd
-    return _BnActFunction.apply, _bwd_impl  # pragma: no cover - torch 2.3
+    """(fwd, bwd) callables: torch.ops.resdsl.* custom ops, or autograd.Function on torch < 2.4.
+    Where the ops exist already (this file inlined in a --standalone model beside resdsl, or two
+    such files in one process) those are used: registering an op a second time corrupts the
+    dispatcher's state on some torch versions (crashes later, at a call)."""
+    if not (hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd")):
+        return _BnActFunction.apply, _bwd_impl  # pragma: no cover - torch 2.3
+    try:
+        return torch.ops.resdsl.bn_act_fwd, torch.ops.resdsl.bn_act_bwd
+    except AttributeError:
+        pass
+    fwd = torch.library.custom_op("resdsl::bn_act_fwd", _fwd_impl, mutates_args=(),
+                                  schema=_FWD_SCHEMA)
+    fwd.register_fake(_fwd_fake)
+    bwd = torch.library.custom_op("resdsl::bn_act_bwd", _bwd_impl, mutates_args=(),
+                                  schema=_BWD_SCHEMA)
+    bwd.register_fake(_bwd_fake)
+    fwd.register_autograd(_backward, setup_context=_setup_context)
+    return fwd, bwd
 
 
 _FWD_OP, _BWD_OP = _register()
 
 
 # --------------------------------------------------------------------------------------------
-# Public API
+# The kernels' entry points (runtime.bn_act and Conv2dAct choose between them and PyTorch ops)
 # --------------------------------------------------------------------------------------------
-
-def _act(y: torch.Tensor, relu: bool) -> torch.Tensor:
-    return torch.relu(y) if relu else y
-
-
-def bn_act_torch(x, weight, bias, running_mean, running_var, residual=None, *,
-                 training: bool, momentum: float, eps: float, relu: bool,
-                 residual_at: str = "mid") -> torch.Tensor:
-    """The reference: F.batch_norm, add and relu composed (autograd by PyTorch)."""
-    if residual is not None and residual_at == "pre":
-        x = x + residual
-    y = F.batch_norm(x, running_mean, running_var, weight, bias,
-                     training or running_mean is None, momentum, eps)
-    if residual is None or residual_at == "pre":
-        return _act(y, relu)
-    if residual_at == "mid":
-        return _act(y + residual, relu)
-    return _act(y, relu) + residual
-
-
-# whether triton is installed, found without importing it (a plain module constant, which
-# torch.compile reads without a graph break)
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-
-
-def _use_triton(choice: str, x: torch.Tensor) -> bool:
-    """"triton": always; "torch": never; "auto": CUDA tensors when triton is installed."""
-    if choice == "triton":
-        return True
-    return choice == "auto" and x.is_cuda and HAS_TRITON
-
 
 def _verify_batch_size(size: torch.Size) -> None:
     """PyTorch's check (and message) for batch statistics of a single value per channel."""
@@ -740,27 +705,21 @@ def _verify_batch_size(size: torch.Size) -> None:
                          f"got input size {size}")
 
 
-def bn_act(x, weight, bias, running_mean, running_var, residual=None, *,
-           training: bool, momentum: float, eps: float, relu: bool,
-           residual_at: str = "mid", kernels: str | None = None) -> torch.Tensor:
+def bn_act_triton(x, weight, bias, running_mean, running_var, residual=None, *,
+                  training: bool, momentum: float, eps: float, relu: bool,
+                  residual_at: str = "mid") -> torch.Tensor:
     """act(bn(x) [+ residual]) with the residual added before BN ("pre"), after BN ("mid") or
-    after the activation ("post"); see the module docstring.
+    after the activation ("post"), by the Triton kernels; see the module docstring.
 
     Batch statistics are used when `training` or when there are no running statistics (as
     nn.BatchNorm2d does); with running statistics and `training` they are updated in place,
     `momentum` being the factor already resolved by the caller (nn.BatchNorm2d's
     exponential_average_factor), the variance unbiased. Non-contiguous inputs (other than
-    channels_last) are copied to NCHW-contiguous by the Triton path; gradients flow to x,
-    residual, weight and bias (not through the returned statistics)."""
-    if residual_at not in RESIDUAL_POSITIONS:
-        raise ValueError(f"residual_at must be one of {RESIDUAL_POSITIONS}, got {residual_at!r}")
+    channels_last) are copied to NCHW-contiguous; gradients flow to x, residual, weight and
+    bias (not through the returned statistics)."""
     batch_stats = training or running_mean is None
     if batch_stats:
         _verify_batch_size(x.size())
-    if not _use_triton(resolve_kernels(kernels), x):
-        return bn_act_torch(x, weight, bias, running_mean, running_var, residual,
-                            training=training, momentum=momentum, eps=eps, relu=relu,
-                            residual_at=residual_at)
     res = _RES_CODE[residual_at if residual is not None else None]
     x = _dense(x)
     residual = _dense(residual, like=x) if residual is not None else None
@@ -783,12 +742,9 @@ def _update_running_stats(running_mean, running_var, mean, var, count, momentum)
         running_var.copy_(running_var.to(acc) * (1 - momentum) + unbiased * momentum)
 
 
-def add_act(x, residual, *, relu: bool, kernels: str | None = None) -> torch.Tensor:
-    """act(x + residual), for inference after BN folding. The Triton kernel has no backward:
-    when a gradient is needed the torch path runs instead."""
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or residual.requires_grad)
-    if needs_grad or not _use_triton(resolve_kernels(kernels), x):
-        return _act(x + residual, relu)
+def add_act_triton(x, residual, *, relu: bool) -> torch.Tensor:
+    """act(x + residual) by one Triton kernel, for inference after BN folding: it has no
+    backward (the caller takes PyTorch ops where a gradient is needed)."""
     _check_triton_device(x)
     _triton()
     x = _dense(x)
