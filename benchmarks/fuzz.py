@@ -56,12 +56,7 @@ from resdsl.fmt import format_text  # noqa: E402
 from resdsl.graph import totals  # noqa: E402
 from resdsl.loader import decode, load_text  # noqa: E402
 from resdsl.parse import parse  # noqa: E402
-from resdsl.pipeline import check_program  # noqa: E402
-
-try:
-    from resdsl.pipeline import lower  # the passes between the IR and a backend
-except ImportError:  # a checkout before the fusion pass
-    lower = None
+from resdsl.pipeline import Limits, check_program, lower  # noqa: E402
 
 FILE = str(SPECS / "fuzzed.res")   # the input poses as a file among the bundled specs
 BUNDLED = {p.name: p.read_text(encoding="utf-8") for p in sorted(SPECS.glob("*.res"))}
@@ -266,7 +261,7 @@ def run_one(data: str | bytes, rng: random.Random, stats: Counter) -> str:
         program = load_text(text, FILE, str(SPECS))
         names = concrete_networks(program.root)
         names = rng.sample(names, 2) if len(names) > 2 else names
-        checked = check_program(program, names, max_layers=MAX_LAYERS)
+        checked = check_program(program, names, limits=Limits(max_layers=MAX_LAYERS))
         for name in names:
             stage = "backends"
             _backends(checked, name, rng, stats)
@@ -300,7 +295,7 @@ def _backends(checked, name: str, rng: random.Random, stats: Counter) -> None:
     ir.to_json(g)
     ir.verify(g)
     inference = rng.random() < 0.3  # as `resdsl compile --inference` does, else as compile
-    g = lower(g, inference=inference) if lower else g
+    g = lower(g, inference=inference)
     source, cls = emit(g, FILE)
     compile(source, "<fuzz>", "exec")
     level = rng.choice(["stage", "block", "layer"] if len(g) < 3000 else ["stage", "block"])

@@ -11,17 +11,8 @@ from typing import Any
 from .elaborate import MAX_LAYERS, concrete_networks
 from .errors import SpecNameError
 from .graph import MAX_MACS, MAX_PARAMS
-from .ir import Structure
-from .loader import Program, load, load_text
-from .pipeline import check_program, lower
-
-
-def _program(spec: str | Path, allow_any_path: bool = False) -> Program:
-    """A spec given as a path or as text (anything with a newline or a brace is text)."""
-    text = str(spec)
-    if isinstance(spec, Path) or ("\n" not in text and "{" not in text):
-        return load(text, allow_any_path)
-    return load_text(text, allow_any_path=allow_any_path)
+from .loader import Program
+from .pipeline import Compiled, Limits, compile_network, load_spec
 
 
 def _one(program: Program, network: str | None) -> str:
@@ -35,6 +26,12 @@ def _one(program: Program, network: str | None) -> str:
     return names[0]
 
 
+def _compiled(spec: str | Path, network: str | None, limits: Limits, **kw: Any) -> Compiled:
+    """The pipeline's driver on a spec given as a path or as text, for the PyTorch backend."""
+    program = load_spec(spec, limits)
+    return compile_network(program, _one(program, network), limits=limits, pytorch=True, **kw)
+
+
 def emit_python(spec: str | Path, network: str | None = None, *,
                 features: list[str] | None = None, input_shape: tuple[int, int, int] | None = None,
                 standalone: bool = False, max_layers: int = MAX_LAYERS, fuse: bool = True,
@@ -46,23 +43,12 @@ def emit_python(spec: str | Path, network: str | None = None, *,
     `inference` folds BNs into convs (the network's `from_trained` loads trained weights)."""
     from .backends.pytorch import emit
 
-    g, file = _lowered(spec, network, features, input_shape, max_layers, fuse, max_params,
-                       max_macs, allow_any_path, inference, overrides)
-    source, cls = emit(g, file, features, standalone, kernels)
-    return source, cls, g
-
-
-def _lowered(spec, network, features, input_shape, max_layers, fuse, max_params, max_macs,
-             allow_any_path, inference, overrides):
-    """(the network's graph after the passes, spec file name)."""
-    program = _program(spec, allow_any_path)
-    name = _one(program, network)
-    checked = check_program(program, [name], overrides or None, max_layers, input_shape,
-                            max_params, max_macs)
-    from .backends.pytorch import check_names
-    check_names(Structure(checked.graphs[name]))  # (names a pass may fuse away, too)
-    g = lower(checked.graphs[name], fuse=fuse, keep=features or (), inference=inference)
-    return g, str(program.root.module.file)
+    c = _compiled(spec, network, Limits.given(max_layers=max_layers, max_params=max_params,
+                                           max_macs=max_macs, allow_any_path=allow_any_path),
+                  overrides=overrides, input_shape=input_shape, fuse=fuse, inference=inference,
+                  features=features)
+    source, cls = emit(c.lowered, c.file, features, standalone, kernels)
+    return source, cls, c.lowered
 
 
 def build(spec: str | Path, network: str | None = None, *, features: list[str] | None = None,
@@ -76,9 +62,10 @@ def build(spec: str | Path, network: str | None = None, *, features: list[str] |
     layers or stages whose outputs `forward` returns as a list instead of the logits; `fuse`
     runs the fusion pass (docs/passes.md); `kernels` ("auto", "triton", "torch"; None:
     $RESDSL_KERNELS) picks the fused BNs' implementation."""
-    g, file = _lowered(spec, network, features, input_shape, max_layers, fuse, max_params,
-                       max_macs, allow_any_path, False, overrides)
-    return _module(g, {"features": features, "kernels": kernels, "file": file},
+    c = _compiled(spec, network, Limits.given(max_layers=max_layers, max_params=max_params,
+                                           max_macs=max_macs, allow_any_path=allow_any_path),
+                  overrides=overrides, input_shape=input_shape, fuse=fuse, features=features)
+    return _module(c.lowered, {"features": features, "kernels": kernels, "file": c.file},
                    zero_init_residual)
 
 
@@ -109,7 +96,7 @@ def optimize(model):
     if not hasattr(model, "resdsl_graph"):
         raise TypeError("resdsl.optimize takes a model made by resdsl.build")
     opts = model.resdsl_options
-    fast = _module(fold(model.resdsl_graph, keep=opts["features"] or ()), opts)
+    fast = _module(fold(model.resdsl_graph, keep=opts["features"] or ())[0], opts)
     # what the emitted from_trained does, on the model already made
     fast.load_state_dict(fold_state_dict(model.state_dict(), type(fast).FOLDED))
     return fast.eval().to(memory_format=torch.channels_last)

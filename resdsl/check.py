@@ -1,55 +1,111 @@
 """Checks that need no values or shapes: names, argument lists, block structure, recursion.
 
 Runs over every definition of a file, so a template nobody instantiates is still checked, and
-it collects every independent error instead of stopping at the first.
+it collects every independent error instead of stopping at the first. Argument binding is done
+here, once per call site (`Bindings`), and elaboration reuses it.
 """
 from __future__ import annotations
 
 from typing import Iterable
 
 from . import nodes as n
-from .elaborate import Elaborator, bind_shape, head_span, names_in
 from .errors import Collector, ResdslError, Span, SpecNameError, SpecValueError, did_you_mean
+from .loader import Scope
+from .nodes import head_span, names_in
 from .ops import LAYERS, MERGES, REQUIRED, SHORTCUTS
-from .loader import Program, Scope
 
 
-def check_scope(scope: Scope) -> list[ResdslError]:
-    """Every static error in the module's own definitions."""
+def check_scope(scope: Scope, bindings: Bindings | None = None) -> list[ResdslError]:
+    """Every static error in the module's own definitions; the calls' bindings go into
+    `bindings` for elaboration."""
     errors = Collector()
+    bindings = Bindings() if bindings is None else bindings
     for err in scope.duplicates:
         errors.add(err)
     for item in scope.module.items:
         if isinstance(item, (n.BlockDef, n.NetworkDef)):
-            _Definition(scope, errors).run(item)
+            _Definition(scope, errors, bindings).run(item)
         elif isinstance(item, n.NetworkInst):
-            _Definition(scope, errors).call(item.call, set(), network=True)
+            _Definition(scope, errors, bindings).call(item.call, set(), network=True)
         elif isinstance(item, n.Let):
-            _Definition(scope, errors).expr(item.value, set())
+            _Definition(scope, errors, bindings).expr(item.value, set())
     _recursion(scope, errors)
-    if not errors.errors:
-        _constants(scope, errors)
     return errors.errors
 
 
-def _constants(scope: Scope, errors: Collector) -> None:
-    """Top-level lets take no parameters, so their values are checked even where nothing
-    uses them: `x = 7 / 2` is an error in a library file too."""
-    elab = Elaborator(Program(scope, {}, {}))
-    for item in scope.module.items:
-        if isinstance(item, n.Let):
-            try:
-                elab.constant(item, scope)
-            except ResdslError as e:
-                errors.add(e)
+# ---- argument binding ----------------------------------------------------------------------
+
+class Bindings:
+    """Each call's arguments matched to its callee's parameters, once per call site and callee:
+    the checks bind every call whose callee they can name; elaboration asks for the rest (a
+    block passed as an argument) and finds the others done."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[int, tuple[str, ...]], dict[str, n.Arg]] = {}
+
+    def bind(self, site: object, names: list[str], args: Iterable[n.Arg], what: str,
+             span: Span, flags: tuple[str, ...] = ()) -> dict[str, n.Arg]:
+        """`bind` of the arguments of `site` (an AST node, alive as long as its program)."""
+        key = (id(site), tuple(names))
+        if key not in self._done:
+            self._done[key] = bind(names, args, what, span, flags)
+        return self._done[key]
+
+
+def bind(names: list[str], args: Iterable[n.Arg], what: str, span: Span,
+         flags: tuple[str, ...] = ()) -> dict[str, n.Arg]:
+    """Match call arguments to parameter names (no evaluation): too many, unknown, twice.
+
+    A positional argument that is a bare name in `flags` sets that flag: `bn(zero_init)`.
+    """
+    bound: dict[str, n.Arg] = {}
+    positional = 0
+    seen_keyword = False
+    for arg in args:
+        if arg.name is None and isinstance(arg.value, n.Name) and arg.value.id in flags:
+            key = arg.value.id
+        elif arg.name is None:
+            if seen_keyword:
+                raise SpecNameError("positional argument after a keyword argument", arg.span,
+                                    "put positional arguments first", code="E203")
+            while positional < len(names) and names[positional] in bound:
+                positional += 1
+            if positional >= len(names):
+                raise SpecNameError(_too_many(what, names), arg.span,
+                                    _signature_hint(what, names), code="E204")
+            key = names[positional]
+            positional += 1
+        else:
+            seen_keyword = True
+            key = arg.name
+            if key not in names:
+                raise SpecNameError(f"{what} has no parameter '{key}'", arg.span,
+                                    did_you_mean(key, names) or _signature_hint(what, names),
+                                    code="E203")
+        if key in bound:
+            raise SpecNameError(f"argument '{key}' given twice", arg.span, code="E203",
+                                notes=[(bound[key].span, "first given here")])
+        bound[key] = arg
+    return bound
+
+
+def _too_many(what: str, names: list[str]) -> str:
+    if not names:
+        return f"{what} takes no arguments"
+    return f"{what} takes at most {len(names)} positional argument{'s' if len(names) != 1 else ''}"
+
+
+def _signature_hint(what: str, names: list[str]) -> str | None:
+    return f"parameters: {', '.join(names)}" if names else None
 
 
 class _Definition:
     """Walks one block or network definition, tracking the local names in force."""
 
-    def __init__(self, scope: Scope, errors: Collector):
+    def __init__(self, scope: Scope, errors: Collector, bindings: Bindings):
         self.scope = scope
         self.errors = errors
+        self.bindings = bindings
 
     def run(self, d: n.BlockDef | n.NetworkDef) -> None:
         if isinstance(d, n.BlockDef) and d.name in LAYERS:
@@ -102,19 +158,20 @@ class _Definition:
         if st.kind in LAYERS:
             kind = LAYERS[st.kind]
             names = [p.name for p in kind.params]
-            bound = self._try(lambda: bind_shape(names, st.args, f"`{st.kind}`", st.span,
-                                                 kind.flags))
+            bound = self._try(lambda: self.bindings.bind(st, names, st.args, f"`{st.kind}`",
+                                                         st.span, kind.flags))
             for p in kind.params:
                 if bound is not None and p.default is REQUIRED and p.name not in bound:
                     self.errors.add(SpecNameError(f"`{st.kind}` needs its '{p.name}' argument",
                                                   st.span, code="E204"))
             return
-        self.call(n.Call(st.kind, st.args, st.span), local, head=head_span(st))
+        self.call(n.Call(st.kind, st.args, st.span), local, head=head_span(st), site=st)
 
     def call(self, c: n.Call, local: set[str], network: bool = False,
-             head: Span | None = None) -> None:
+             head: Span | None = None, site: object = None) -> None:
         """A use of a block (or, with `network`, of a template); `head` is where its name is
-        written, when that is not where the call starts (`label: name args`)."""
+        written, when that is not where the call starts (`label: name args`); `site` the
+        statement it stands for (default: the call)."""
         for a in c.args:
             self.expr(a.value, local)
         if c.name in local:
@@ -140,7 +197,8 @@ class _Definition:
             return
         params = found[0].params
         names = [p.name for p in params]
-        bound = self._try(lambda: bind_shape(names, c.args, f"'{c.name}'", c.span))
+        bound = self._try(lambda: self.bindings.bind(site or c, names, c.args, f"'{c.name}'",
+                                                     c.span))
         if bound is None:
             return
         missing = [p.name for p in params if p.default is None and p.name not in bound]
@@ -159,8 +217,8 @@ class _Definition:
                                           did_you_mean(st.kind, SHORTCUTS)
                                           or f"kinds: {', '.join(SHORTCUTS)}", code="E201"))
             return
-        self._try(lambda: bind_shape([], st.args, f"shortcut {st.kind}", st.span,
-                                     SHORTCUTS[st.kind].flags))
+        self._try(lambda: self.bindings.bind(st, [], st.args, f"shortcut {st.kind}", st.span,
+                                             SHORTCUTS[st.kind].flags))
 
     def expr(self, e: n.Expr, local: set[str]) -> None:
         for x in names_in(e):

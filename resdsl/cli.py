@@ -14,7 +14,9 @@ import click
 
 from . import __version__
 from .dispatch import KERNELS
+from .elaborate import MAX_LAYERS
 from .errors import Renderer, ResdslError
+from .graph import MAX_MACS, MAX_PARAMS
 
 
 def _color(stream) -> bool:
@@ -69,11 +71,13 @@ def guarded(fn: Callable[[], int]) -> int:
         return 70
 
 
+_MAX_LAYERS = click.option("--max-layers", type=click.IntRange(min=1), default=None,
+                           help=f"Expansion limit in layers (default {MAX_LAYERS:,}).")
 _limit_options = [
     click.option("--max-params", type=click.IntRange(min=1), default=None, metavar="N",
-                 help="Limit on a network's parameters (default 1,000,000,000)."),
+                 help=f"Limit on a network's parameters (default {MAX_PARAMS:,})."),
     click.option("--max-macs", type=click.IntRange(min=1), default=None, metavar="N",
-                 help="Limit on multiply-accumulates per sample (default 10**12)."),
+                 help=f"Limit on multiply-accumulates per sample (default {MAX_MACS:,})."),
     click.option("--allow-any-path", is_flag=True,
                  help='Let `use "path"` read files outside the spec\'s folder.'),
 ]
@@ -85,13 +89,12 @@ def limit_options(fn):
     return fn
 
 
-def _limits(max_params: int | None = None, max_macs: int | None = None,
-            allow_any_path: bool = False) -> dict:
-    """The limit options as check_program/check_file keywords (unset ones at their default)."""
-    from .graph import MAX_MACS, MAX_PARAMS
+def _limits(**options):
+    """The limit options (--max-layers, --max-params, --max-macs, --allow-any-path) as the
+    pipeline's Limits, the ones not given at their defaults."""
+    from .pipeline import Limits
 
-    return {"max_params": max_params or MAX_PARAMS, "max_macs": max_macs or MAX_MACS,
-            "allow_any_path": allow_any_path}
+    return Limits.given(**options)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,20 +107,16 @@ def main() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--network", "networks", multiple=True, metavar="NAME",
               help="Check only this network (repeatable); default: every buildable one.")
-@click.option("--max-layers", type=click.IntRange(min=1), default=None,
-              help="Expansion limit in layers (default 100,000).")
+@_MAX_LAYERS
 @limit_options
-def check(files: tuple[str, ...], networks: tuple[str, ...], max_layers: int | None,
-          **limits) -> None:
+def check(files: tuple[str, ...], networks: tuple[str, ...], **limits) -> None:
     """Parse and validate spec files; one OK line per file, or the errors."""
-    from .elaborate import MAX_LAYERS
     from .pipeline import check_file
 
     status = 0
     for path in files:
         def one(path: str = path) -> int:
-            result = check_file(path, networks=list(networks) or None,
-                                max_layers=max_layers or MAX_LAYERS, **_limits(**limits))
+            result = check_file(path, _limits(**limits), networks=list(networks) or None)
             names = list(result.networks)
             shown = ", ".join(names[:6]) + (", …" if len(names) > 6 else "")
             detail = f"{len(names)} network{'s' if len(names) != 1 else ''}" + (
@@ -167,31 +166,35 @@ def _shape(text: str | None) -> tuple[int, int, int] | None:
     return (int(parts[0]), int(parts[1]), int(parts[2]))
 
 
-def _select(path: str, network: str | None, input_shape, max_layers: int | None,
-            all_ok: bool = False, **limits):
-    """Check a file and pick its networks: the one named, or all when the file has several."""
-    from .elaborate import MAX_LAYERS, concrete_networks
+def _select(path: str, network: str | None, limits, all_ok: bool = False):
+    """(program, the networks to make): the one named, or the file's; several only if
+    `all_ok`."""
+    from .elaborate import concrete_networks
     from .loader import load
-    from .pipeline import check_program
 
-    limits = _limits(**limits)
-    program = load(path, limits.pop("allow_any_path"))
+    program = load(path, limits.allow_any_path)
     names = [network] if network else concrete_networks(program.root)
     if not names:
         raise click.UsageError(f"{path} defines no buildable network")
     if len(names) > 1 and not all_ok:
         raise click.UsageError(f"{path} defines {len(names)} networks; choose one with "
                                f"--network ({', '.join(names)})")
-    return check_program(program, networks=names, input_shape=input_shape,
-                         max_layers=max_layers or MAX_LAYERS, **limits)
+    return program, names
+
+
+def _checked(path: str, network: str | None, input_shape, limits, all_ok: bool = False):
+    """Check a file and make its selected networks' graphs."""
+    from .pipeline import check_program
+
+    program, names = _select(path, network, limits, all_ok)
+    return check_program(program, names, input_shape=input_shape, limits=limits)
 
 
 _net_options = [
     click.option("--network", "-n", metavar="NAME", help="Which network of the file."),
     click.option("--input", "input_text", metavar="CxHxW", callback=lambda c, p, v: _shape(v),
                  help="Input size (default: the spec's)."),
-    click.option("--max-layers", type=click.IntRange(min=1), default=None,
-                 help="Expansion limit in layers (default 100,000)."),
+    _MAX_LAYERS,
 ]
 
 
@@ -207,15 +210,15 @@ def net_options(fn):
 @click.option("--depth", "-d", type=click.IntRange(min=1), default=2, show_default=True,
               help="1: stages, 2: blocks, 3: layers, deeper for nested blocks.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def summary(file: str, network: str | None, input_text: str | None, max_layers: int | None,
-            depth: int, as_json: bool, **limits) -> None:
+def summary(file: str, network: str | None, input_text: str | None, depth: int, as_json: bool,
+            **limits) -> None:
     """Parameters, MACs and output shapes, per stage, block or layer.
 
     Without --network, a file of several networks gets one line per network."""
     from .backends import summary as s
 
     def run() -> int:
-        result = _select(file, network, input_text, max_layers, all_ok=True, **limits)
+        result = _checked(file, network, input_text, _limits(**limits), all_ok=True)
         graphs = result.graphs
         if len(graphs) == 1:
             g = next(iter(graphs.values()))
@@ -250,30 +253,29 @@ def summary(file: str, network: str | None, input_text: str | None, max_layers: 
 @click.option("--kernels", type=click.Choice(KERNELS), default=None,
               help="Fused BN kernels: Triton on CUDA tensors (auto), always, or PyTorch ops "
                    "[default: $RESDSL_KERNELS at run time, else auto].")
-def compile_(file: str, network: str | None, input_text: str | None, max_layers: int | None,
-             emit: str, output: str, standalone: bool, features: str | None, inference: bool,
-             no_fuse: bool, kernels: str | None, **limits) -> None:
+def compile_(file: str, network: str | None, input_text: str | None, emit: str, output: str,
+             standalone: bool, features: str | None, inference: bool, no_fuse: bool,
+             kernels: str | None, **limits) -> None:
     """Compile a network of a spec file: Python source of its nn.Module (default), the graph
     IR as text or JSON (fused unless --no-fuse), a summary table, or ONNX. A one-line summary
     goes to stderr."""
     from . import ir
     from .graph import totals
-    from .pipeline import lower
+    from .pipeline import compile_network
 
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
 
     def run() -> int:
-        result = _select(file, network, input_text, max_layers, **limits)
-        name, g = next(iter(result.graphs.items()))
+        lim = _limits(**limits)
+        program, (name,) = _select(file, network, lim)
+        c = compile_network(program, name, input_shape=input_text, limits=lim,
+                            fuse=not no_fuse, inference=inference, features=feats,
+                            pytorch=emit in ("python", "onnx"))
+        # the summary reports the spec's own graph (same numbers)
+        g = c.graph if emit == "summary" else c.lowered
         if emit in ("python", "onnx"):
-            from .backends.pytorch import check_names
-            from .ir import Structure
-            check_names(Structure(g))  # (names a pass may fuse away, too)
-        if emit != "summary":   # the summary reports the spec's own graph (same numbers)
-            g = result.graphs[name] = lower(g, fuse=not no_fuse, keep=feats or (),
-                                            inference=inference)
-        if emit in ("python", "onnx"):
-            text = _python(result, name, feats, standalone, kernels)
+            from .backends.pytorch import emit as emit_python
+            text = emit_python(g, c.file, feats, standalone, kernels)[0]
             if emit == "onnx":
                 if output == "-":
                     raise click.UsageError("--emit onnx needs a file: -o model.onnx")
@@ -299,13 +301,6 @@ def compile_(file: str, network: str | None, input_text: str | None, max_layers:
     sys.exit(guarded(run))
 
 
-def _python(result, name: str, features, standalone: bool, kernels: str | None = None) -> str:
-    from .backends.pytorch import emit
-
-    return emit(result.graphs[name], str(result.program.root.module.file), features, standalone,
-                kernels)[0]
-
-
 def _onnx(source: str, g, path: str) -> None:
     """Export the generated module to ONNX (needs torch and onnx)."""
     from .backends.pytorch import export_onnx
@@ -326,8 +321,8 @@ def _onnx(source: str, g, path: str) -> None:
 @click.option("--expand", is_flag=True,
               help="Layer level: draw every block (runs of identical blocks otherwise "
                    "collapse to one marked × n).")
-def draw(file: str, network: str | None, input_text: str | None, max_layers: int | None,
-         output: str | None, level: str, rankdir: str, expand: bool, **limits) -> None:
+def draw(file: str, network: str | None, input_text: str | None, output: str | None,
+         level: str, rankdir: str, expand: bool, **limits) -> None:
     """Draw a network with Graphviz: stages, residual units or every layer.
 
     At the layer level a spec with a shape error is drawn up to the error, the offending
@@ -347,7 +342,7 @@ def draw(file: str, network: str | None, input_text: str | None, max_layers: int
                 raise click.BadParameter(e.message + f" ({e.hint})", param_hint="-o") from None
         d.graphviz_module()
         try:
-            result = _select(file, network, input_text, max_layers, **limits)
+            result = _checked(file, network, input_text, _limits(**limits))
         except ResdslError as e:
             partial = d.located(e)
             if partial is None:

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Union
 
 from . import nodes as n
+from .check import Bindings
 from .errors import (LimitError, ResdslError, Span, SpecNameError, SpecValueError,
                      did_you_mean)
 from .ops import BOOL, DEFAULT_MERGE, FLOAT, INT, LAYERS, NONNEG, PAIR, POS, PROB, REQUIRED, SHORTCUTS
 from .loader import Program, Scope
+from .nodes import head_span, names_in
 
 MAX_LAYERS = 100_000
 MAX_BLOCK_DEPTH = 32
@@ -250,55 +252,6 @@ def _index(e: n.Index, target: Value, index: Value) -> Value:
     return target[i]
 
 
-# ---- argument binding ----------------------------------------------------------------------
-
-def bind_shape(names: list[str], args: Iterable[n.Arg], what: str, span: Span,
-               flags: tuple[str, ...] = ()) -> dict[str, n.Arg]:
-    """Match call arguments to parameter names (no evaluation): too many, unknown, twice.
-
-    A positional argument that is a bare name in `flags` sets that flag: `bn(zero_init)`.
-    """
-    bound: dict[str, n.Arg] = {}
-    positional = 0
-    seen_keyword = False
-    for arg in args:
-        if arg.name is None and isinstance(arg.value, n.Name) and arg.value.id in flags:
-            key = arg.value.id
-        elif arg.name is None:
-            if seen_keyword:
-                raise SpecNameError("positional argument after a keyword argument", arg.span,
-                                    "put positional arguments first", code="E203")
-            while positional < len(names) and names[positional] in bound:
-                positional += 1
-            if positional >= len(names):
-                raise SpecNameError(_too_many(what, names), arg.span,
-                                    _signature_hint(what, names), code="E204")
-            key = names[positional]
-            positional += 1
-        else:
-            seen_keyword = True
-            key = arg.name
-            if key not in names:
-                raise SpecNameError(f"{what} has no parameter '{key}'", arg.span,
-                                    did_you_mean(key, names) or _signature_hint(what, names),
-                                    code="E203")
-        if key in bound:
-            raise SpecNameError(f"argument '{key}' given twice", arg.span, code="E203",
-                                notes=[(bound[key].span, "first given here")])
-        bound[key] = arg
-    return bound
-
-
-def _too_many(what: str, names: list[str]) -> str:
-    if not names:
-        return f"{what} takes no arguments"
-    return f"{what} takes at most {len(names)} positional argument{'s' if len(names) != 1 else ''}"
-
-
-def _signature_hint(what: str, names: list[str]) -> str | None:
-    return f"parameters: {', '.join(names)}" if names else None
-
-
 # ---- elaboration ---------------------------------------------------------------------------
 
 class Namer:
@@ -336,9 +289,11 @@ class Body:
 
 
 class Elaborator:
-    def __init__(self, program: Program, max_layers: int = MAX_LAYERS):
+    def __init__(self, program: Program, max_layers: int = MAX_LAYERS,
+                 bindings: Bindings | None = None):
         self.program = program
         self.max_layers = max_layers
+        self.bindings = Bindings() if bindings is None else bindings
         self.count = 0      # layers built so far
         self.blocks = 0     # block instances built so far (an empty block costs one too)
         self.depth = 0
@@ -415,7 +370,7 @@ class Elaborator:
                 raise SpecNameError(f"no network template named '{call.name}'", call.span,
                                     did_you_mean(call.name, network_names(scope)), code="E201")
             template, tscope = target
-            explicit = self._explicit([p.name for p in template.params], call.args, env,
+            explicit = self._explicit(call, [p.name for p in template.params], call.args, env,
                                       f"network '{template.name}'", call.span)
             span = defn.span
         else:
@@ -473,7 +428,8 @@ class Elaborator:
                                  st.count.span if st.count else st.span, code="E308")
         ref = self._block_ref(st.call.name, env, st.call.span)
         names = [p.name for p in ref.defn.params]
-        explicit = self._explicit(names, st.call.args, env, f"block '{ref.name}'", st.call.span)
+        explicit = self._explicit(st.call, names, st.call.args, env, f"block '{ref.name}'",
+                                  st.call.span)
         blocks: list[BlockNode] = []
         for i in range(count):
             if i == 2:  # the size of the stage is known now: check before building the rest
@@ -507,9 +463,10 @@ class Elaborator:
         return v
 
     # -- calls
-    def _explicit(self, names: list[str], args: Iterable[n.Arg], env: Env, what: str,
-                  span: Span) -> dict[str, Value]:
-        bound = bind_shape(names, args, what, span)
+    def _explicit(self, site: object, names: list[str], args: Iterable[n.Arg], env: Env,
+                  what: str, span: Span) -> dict[str, Value]:
+        """The values of a call's arguments (bound once per call site and callee)."""
+        bound = self.bindings.bind(site, names, args, what, span)
         return {k: evaluate(a.value, env) for k, a in bound.items()}
 
     def _complete(self, params: Iterable[n.Param], explicit: dict[str, Value], scope: Scope,
@@ -568,7 +525,8 @@ class Elaborator:
             namer = _IndexNamer()
             return ShortcutNode("custom", spath, sc.span,
                                 body=self._sequence(sc.body or (), env, namer, spath))
-        flags = bind_shape([], sc.args, f"shortcut {sc.kind}", sc.span, SHORTCUTS[sc.kind].flags)
+        flags = self.bindings.bind(sc, [], sc.args, f"shortcut {sc.kind}", sc.span,
+                                   SHORTCUTS[sc.kind].flags)
         self._grow({"projection": 2, "avgdown": 3}.get(sc.kind, 0), sc.span)
         return ShortcutNode(sc.kind, spath, sc.span, always="always" in flags)
 
@@ -586,7 +544,8 @@ class Elaborator:
     def _layer(self, st: n.Layer, env: Env, namer: "Namer", path: str) -> Node:
         if st.kind in LAYERS and st.kind not in env.vars:
             kind = LAYERS[st.kind]
-            bound = bind_shape([p.name for p in kind.params], st.args, f"`{st.kind}`", st.span,
+            bound = self.bindings.bind(st, [p.name for p in kind.params], st.args, f"`{st.kind}`",
+                                       st.span,
                                kind.flags)
             attrs = kind.complete({p.name: self._attr(kind, p, bound.get(p.name), env, st.span)
                                    for p in kind.params
@@ -595,7 +554,7 @@ class Elaborator:
             self._grow(1, st.span)
             return LayerNode(name, _join(path, name), st.kind, attrs, st.span)
         ref = self._block_ref_stmt(st, env)
-        explicit = self._explicit([p.name for p in ref.defn.params], st.args, env,
+        explicit = self._explicit(st, [p.name for p in ref.defn.params], st.args, env,
                                   f"block '{ref.name}'", st.span)
         name = namer.name(ref.name, st.label, st.span)
         return self._instantiate(ref, explicit, name, _join(path, name), st.span)
@@ -629,14 +588,6 @@ class _IndexNamer(Namer):
         name = label or str(len(self.used))
         self.claim(name, span)
         return name
-
-
-def head_span(st: n.Layer) -> Span:
-    """Where a layer statement's kind is written: after `label: ` as fmt lays it out (the
-    node keeps no span of its own for the name)."""
-    s = st.span
-    start_col = s.col + (len(st.label) + 2 if st.label else 0)
-    return Span(s.file, s.line, start_col, s.line, start_col + len(st.kind))
 
 
 def _usage(layer: str) -> str:
@@ -697,23 +648,6 @@ def _from_python(v: Any, env: Env, what: str, span: Span) -> Value:
                          code="E304")
 
 
-def names_in(e: n.Expr) -> Iterable[n.Name]:
-    """Every name an expression refers to, walked without recursion."""
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, n.Name):
-            yield x
-        elif isinstance(x, n.BinOp):
-            stack += [x.left, x.right]
-        elif isinstance(x, n.Neg):
-            stack.append(x.operand)
-        elif isinstance(x, (n.ListExpr, n.Dims)):
-            stack += list(x.items)
-        elif isinstance(x, n.Index):
-            stack += [x.target, x.index]
-
-
 def network_names(scope: Scope) -> list[str]:
     return [k for k, (d, _) in scope.names.items() if isinstance(d, (n.NetworkDef, n.NetworkInst))]
 
@@ -730,6 +664,21 @@ def concrete_networks(scope: Scope) -> list[str]:
 
 
 def elaborate(program: Program, network: str, overrides: dict[str, Value] | None = None,
-              max_layers: int = MAX_LAYERS) -> NetNode:
-    """Build the instance tree of one network of the program's root file."""
-    return Elaborator(program, max_layers).network(network, overrides)
+              max_layers: int = MAX_LAYERS, bindings: Bindings | None = None) -> NetNode:
+    """Build the instance tree of one network of the program's root file; `bindings`: the
+    checks' (resdsl/check.py), so no call is bound twice."""
+    return Elaborator(program, max_layers, bindings).network(network, overrides)
+
+
+def constant_errors(program: Program) -> list[ResdslError]:
+    """The errors in the values of the root file's top-level constants. They take no
+    parameters, so they are evaluated even where nothing uses them: `x = 7 / 2` is an error
+    in a library file too."""
+    elab, errors = Elaborator(program), []
+    for item in program.root.module.items:
+        if isinstance(item, n.Let):
+            try:
+                elab.constant(item, program.root)
+            except ResdslError as e:
+                errors.append(e)
+    return errors

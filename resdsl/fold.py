@@ -25,20 +25,23 @@ from .fuse import reordered
 from .ops import cost
 
 
-def fold(g: nx.DiGraph, keep: Iterable[str] = ()) -> nx.DiGraph:
-    """The inference graph of a verified graph (a copy): BNs folded, `inference` set. Each
-    conv that took a BN in records it as `folded` = (its name, its eps). BNs named in `keep`
-    (requested features) stay, so their output stays a value of its own."""
+def fold(g: nx.DiGraph, keep: Iterable[str] = ()) -> tuple[nx.DiGraph, bool]:
+    """(the inference graph of a verified graph, whether any BN folded): a copy, marked
+    `inference` either way; `g` is left unchanged. Each conv that took a BN in records it as
+    `folded` = (its name, its eps). BNs named in `keep` (requested features) stay, so their
+    output stays a value of its own."""
     out = g.copy()
     out.graph["inference"] = True
     keep = set(keep)
+    changed = False
     for v in [v for v, d in g.nodes(data=True) if d["op"] in ("bn", "bn_act") and v not in keep]:
         conv = _conv_before(out, v)
         if conv is not None:
             _fold(out, conv, v)
+            changed = True
     out = reordered(out)
     ir.verify(out)
-    return out
+    return out, changed
 
 
 def _conv_before(g: nx.DiGraph, bn: str) -> str | None:

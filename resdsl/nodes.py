@@ -6,7 +6,7 @@ Later stages attach to this tree by reading it; they never mutate it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 from .errors import Span
 
@@ -217,3 +217,30 @@ class Module:
     file: str
     items: tuple[Item, ...]
     span: Span = _span()
+
+
+# ---- queries ------------------------------------------------------------------------------
+
+def names_in(e: Expr) -> Iterable[Name]:
+    """Every name an expression refers to, walked without recursion."""
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Name):
+            yield x
+        elif isinstance(x, BinOp):
+            stack += [x.left, x.right]
+        elif isinstance(x, Neg):
+            stack.append(x.operand)
+        elif isinstance(x, (ListExpr, Dims)):
+            stack += list(x.items)
+        elif isinstance(x, Index):
+            stack += [x.target, x.index]
+
+
+def head_span(st: Layer) -> Span:
+    """Where a layer statement's kind is written: after `label: ` as fmt lays it out (the
+    node keeps no span of its own for the name)."""
+    s = st.span
+    start_col = s.col + (len(st.label) + 2 if st.label else 0)
+    return Span(s.file, s.line, start_col, s.line, start_col + len(st.kind))

@@ -1,24 +1,41 @@
-"""The one function that chains the stages: load -> check -> elaborate -> graph (shapes),
-and `lower`, the passes between the graph and a backend.
+"""The one driver of the stages, for the API and the command line alike: load -> check ->
+elaborate -> graph (shapes) -> passes, under one set of `Limits`.
 
-Every command goes through here, so `check` validates exactly what `compile` would build.
-`check` and `summary` report the graph as the spec writes it; `compile` and `resdsl.build`
-lower it first (fusion), which changes no shape or count.
+`check` validates exactly what `compile` would build. `check` and `summary` report the graph
+as the spec writes it; `compile` and `resdsl.build` lower it first (`lower`: fusion, and BN
+folding for inference), which changes no shape or count.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .check import check_scope
-from .elaborate import MAX_LAYERS, NetNode, Value, concrete_networks, elaborate
+from .check import Bindings, check_scope
+from .elaborate import MAX_LAYERS, NetNode, Value, concrete_networks, constant_errors, elaborate
 from .errors import Collector, ResdslError
 from .graph import MAX_MACS, MAX_PARAMS, Draft, check_costs, draft_graph
 from .loader import Program, load, load_text
 
 if TYPE_CHECKING:
     import networkx as nx
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a spec may expand to (E501, E505, E506) and read (`use` outside its folder,
+    E211); the defaults are the stages' own constants, so each is written once."""
+
+    max_layers: int = MAX_LAYERS
+    max_params: int = MAX_PARAMS
+    max_macs: int = MAX_MACS
+    allow_any_path: bool = False
+
+    @classmethod
+    def given(cls, **limits: Any) -> Limits:
+        """Limits from options where None (not given) means the default."""
+        return cls(**{k: v for k, v in limits.items() if v is not None})
 
 
 @dataclass
@@ -36,27 +53,34 @@ class Checked:
         return {name: d.to_networkx() for name, d in self.drafts.items()}
 
 
+def load_spec(spec: str | Path, limits: Limits = Limits()) -> Program:
+    """A spec given as a path or as text (anything with a newline or a brace is text)."""
+    text = str(spec)
+    if isinstance(spec, Path) or ("\n" not in text and "{" not in text):
+        return load(text, limits.allow_any_path)
+    return load_text(text, allow_any_path=limits.allow_any_path)
+
+
 def check_program(program: Program, networks: list[str] | None = None,
                   overrides: dict[str, Value] | None = None,
-                  max_layers: int = MAX_LAYERS,
                   input_shape: tuple[int, int, int] | None = None,
-                  max_params: int = MAX_PARAMS, max_macs: int = MAX_MACS) -> Checked:
-    """Static checks over the whole file, then elaboration and shape inference of each
-    network asked for (by default every concrete one), then the limits on parameters and
-    MACs; all independent errors are raised together."""
-    max_layers = MAX_LAYERS if max_layers is None else max_layers   # None: the default
-    max_params = MAX_PARAMS if max_params is None else max_params
-    max_macs = MAX_MACS if max_macs is None else max_macs
-    errors = Collector()
-    for err in check_scope(program.root):
+                  limits: Limits = Limits()) -> Checked:
+    """Static checks over the whole file (then its top-level constants' values), then
+    elaboration and shape inference of each network asked for (by default every concrete one),
+    then the limits on parameters and MACs; all independent errors are raised together."""
+    errors, bindings = Collector(), Bindings()
+    for err in check_scope(program.root, bindings):
         errors.add(err)
+    if not errors.errors:
+        for err in constant_errors(program):
+            errors.add(err)
     result = Checked(program)
     if not errors.errors:
         for name in networks if networks is not None else concrete_networks(program.root):
             try:
-                net = elaborate(program, name, overrides, max_layers)
+                net = elaborate(program, name, overrides, limits.max_layers, bindings)
                 g = draft_graph(net, input_shape)
-                check_costs(g, net.span, max_params, max_macs)
+                check_costs(g, net.span, limits.max_params, limits.max_macs)
                 result.networks[name], result.drafts[name] = net, g
             except ResdslError as e:
                 errors.add(e)
@@ -79,15 +103,48 @@ def _dedupe(errors: Collector) -> None:
     errors.errors = unique
 
 
-def check_file(path: str, allow_any_path: bool = False, **kw) -> Checked:
-    return check_program(load(path, allow_any_path), **kw)
+def check_file(path: str, limits: Limits = Limits(), **kw) -> Checked:
+    return check_program(load(path, limits.allow_any_path), limits=limits, **kw)
 
 
-def check_text(text: str, file: str = "<string>", allow_any_path: bool = False,
-               **kw) -> Checked:
+def check_text(text: str, file: str = "<string>", limits: Limits = Limits(), **kw) -> Checked:
     """Check spec text; `use "path"` resolves against the folder of `file` (a real path), or
     the current folder for `<string>`."""
-    return check_program(load_text(text, file, allow_any_path=allow_any_path), **kw)
+    return check_program(load_text(text, file, allow_any_path=limits.allow_any_path),
+                         limits=limits, **kw)
+
+
+@dataclass
+class Compiled:
+    """One network through every stage: the checked program, the graph as the spec writes it
+    (what summary and draw show) and the graph a backend compiles (after the passes)."""
+
+    checked: Checked
+    name: str
+    graph: nx.DiGraph
+    lowered: nx.DiGraph
+
+    @property
+    def file(self) -> str:
+        return str(self.checked.program.root.module.file)
+
+
+def compile_network(program: Program, name: str, *, overrides: dict[str, Value] | None = None,
+                    input_shape: tuple[int, int, int] | None = None,
+                    limits: Limits = Limits(), fuse: bool = True, inference: bool = False,
+                    features: list[str] | tuple[str, ...] | None = None,
+                    pytorch: bool = False) -> Compiled:
+    """Check, build and lower one network: what `resdsl compile` and `resdsl.build` both run.
+    `pytorch`: the result goes to the PyTorch backend, so the names it reserves are checked
+    on the spec's own graph too (E210: a pass may fuse a labelled layer away)."""
+    checked = check_program(program, [name], overrides or None, input_shape, limits)
+    g = checked.graphs[name]
+    if pytorch:
+        from .backends.pytorch import check_names
+        from .ir import Structure
+        check_names(Structure(g))
+    return Compiled(checked, name, g, lower(g, fuse=fuse, keep=features or (),
+                                            inference=inference))
 
 
 def lower(g: nx.DiGraph, *, fuse: bool = True, keep: list[str] | tuple[str, ...] = (),
@@ -100,5 +157,5 @@ def lower(g: nx.DiGraph, *, fuse: bool = True, keep: list[str] | tuple[str, ...]
     if fuse:
         g, _ = fuse_pass(g, keep)
     if inference:
-        g = fold(g, keep)
+        g, _ = fold(g, keep)
     return g

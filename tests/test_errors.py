@@ -10,7 +10,7 @@ import pytest
 
 from resdsl.errors import ErrorGroup, InputError, Renderer, ResdslError
 from resdsl.loader import MAX_FILE_BYTES
-from resdsl.pipeline import check_file, check_text
+from resdsl.pipeline import Limits, check_file, check_text
 
 RESDSL = Path(__file__).resolve().parent.parent / "resdsl"
 BACKENDS = Path(__file__).resolve().parent.parent / "backends"
@@ -19,9 +19,9 @@ NET = "network n {{\n  input 3 x 32 x 32\n  {}\n}}\n"
 """A network around one statement: the statement is on line 3, from column 3."""
 
 
-def failure(text: str, file: str = "net.res", **kw) -> ResdslError:
+def failure(text: str, file: str = "net.res", **limits) -> ResdslError:
     with pytest.raises(ResdslError) as info:
-        check_text(text, file, **kw)
+        check_text(text, file, Limits(**limits))
     return info.value
 
 
@@ -657,7 +657,7 @@ def test_e501_empty_blocks_fail_fast():
 def test_e501_max_layers_raises_the_limit():
     text = "block b(p) { conv p, 3x3; relu }\n" + NET.format("stage s = 60 x b(8)")
     assert failure(text, max_layers=100).code == "E501"
-    assert list(check_text(text, max_layers=200).networks) == ["n"]
+    assert list(check_text(text, limits=Limits(max_layers=200)).networks) == ["n"]
 
 
 def test_e501_blocks_multiplying_through_blocks():

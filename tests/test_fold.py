@@ -90,9 +90,16 @@ def graph(file: str, network: str, *, fuse: bool = True, features=()):
     return lower(g, fuse=fuse, keep=features)
 
 
+def graph_of(text: str):
+    from resdsl.pipeline import check_text, lower
+
+    return lower(next(iter(check_text(text).graphs.values())))
+
+
 @pytest.mark.parametrize("fuse", [True, False])
 def test_resnet50_folds_every_bn(fuse):
-    g = fold(graph("resnet.res", "resnet50", fuse=fuse))
+    g, changed = fold(graph("resnet.res", "resnet50", fuse=fuse))
+    assert changed
     ir.verify(g)
     ops = [d["op"] for _, d in g.nodes(data=True)]
     assert "bn" not in ops and "bn_act" not in ops
@@ -123,18 +130,29 @@ def test_parameters_after_folding_are_the_modules():
 def test_bns_without_a_conv_before_them_stay():
     """Pre-activation: the BN at each block's input reads the previous block's sum, and the
     BN-after-addition unit (b) normalises the sum: neither has a conv to fold into."""
-    g = fold(graph("preact.res", "preact_resnet18"))
+    g, changed = fold(graph("preact.res", "preact_resnet18"))
+    assert changed
     stay = {v for v, d in g.nodes(data=True) if d["op"] in ("bn", "bn_act")}
     assert "layer1.0.bn1" in stay and "layer2.0.bn1" in stay
     assert g.nodes["layer1.0.conv1"]["folded"][0] == "layer1.0.bn2"
-    b = fold(graph("preact.res", "resnet110_unit_b"))
+    b, _ = fold(graph("preact.res", "resnet110_unit_b"))
     assert all(d["attrs"]["residual_at"] == "pre" for v, d in b.nodes(data=True)
                if d["op"] == "bn_act" and d["attrs"]["residual_at"])
 
 
 def test_a_requested_feature_keeps_its_bn():
-    g = fold(graph("resnet.res", "resnet18", features=["bn1"]), keep=["bn1"])
+    g, _ = fold(graph("resnet.res", "resnet18", features=["bn1"]), keep=["bn1"])
     assert g.nodes["bn1"]["op"] == "bn" and not g.nodes["conv1"].get("folded")
+
+
+def test_nothing_to_fold_is_no_change():
+    """A graph without a conv -> BN pair comes back unchanged but for its `inference` mark."""
+    g = graph("resnet.res", "resnet18")
+    plain = fold(g)[0]
+    again, changed = fold(plain)
+    assert not changed and ir.same_graph(again, plain)
+    bare, changed = fold(graph_of("network n {\n  input 3 x 8 x 8\n  bn\n  relu\n  avgpool\n  fc 2\n}\n"))
+    assert not changed and bare.graph["inference"] is True
 
 
 # ---- optimize / compile --inference --------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from resdsl.errors import ResdslError
-from resdsl.pipeline import check_text
+from resdsl.pipeline import Limits, check_text
 
 ROOT = Path(__file__).resolve().parent.parent
 NET = ("use std\nnetwork t {\n  input 3 x 32 x 32\n  conv 8, 3x3\n"
@@ -91,7 +91,8 @@ def test_campaign_is_reproducible():
 
 def test_limits_given_as_none_mean_the_defaults():
     """max_layers=None (or max_params/max_macs) from the API compared None with an int."""
-    g = check_text(NET, max_layers=None, max_params=None, max_macs=None).graphs["t"]
+    limits = Limits.given(max_layers=None, max_params=None, max_macs=None)
+    g = check_text(NET, limits=limits).graphs["t"]
     assert g.graph["name"] == "t"
 
 

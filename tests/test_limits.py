@@ -31,15 +31,15 @@ from resdsl import ir
 from resdsl.backends import draw, summary
 from resdsl.cli import main
 from resdsl.errors import ResdslError
-from resdsl.pipeline import check_file, check_text
+from resdsl.pipeline import Limits, check_file, check_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 
 
-def failure(text: str, **kw) -> ResdslError:
+def failure(text: str, file: str = "<string>", **limits) -> ResdslError:
     with pytest.raises(ResdslError) as info:
-        check_text(text, **kw)
+        check_text(text, file, Limits(**limits))
     return info.value
 
 
@@ -78,7 +78,7 @@ def test_mac_limit_names_its_flag():
     assert err.code == "E506"
     assert "multiply-accumulates" in err.message
     assert "--max-macs" in err.hint and "max_macs=" in err.hint
-    g = check_text(WIDE, max_params=10 ** 11, max_macs=10 ** 14).graphs["wide"]
+    g = check_text(WIDE, limits=Limits(max_params=10 ** 11, max_macs=10 ** 14)).graphs["wide"]
     assert g.nodes["output"]["shape"] == (40000, 32, 32)
 
 
@@ -91,8 +91,8 @@ def test_limits_apply_per_input_size():
                    input_shape=(3, 4096, 4096))
     err = info.value
     assert err.code == "E506"
-    assert check_file(str(SPECS / "resnet.res"), networks=["resnet50"],
-                      input_shape=(3, 4096, 4096), max_macs=10 ** 13)
+    assert check_file(str(SPECS / "resnet.res"), Limits(max_macs=10 ** 13),
+                      networks=["resnet50"], input_shape=(3, 4096, 4096))
 
 
 def test_limits_are_checked_before_pytorch_allocates(monkeypatch):
@@ -230,7 +230,7 @@ def test_use_outside_the_spec_folder_is_e211(tree, use, why):
     assert e.code == "E211" and why in e.message
     assert e.span.line == 1 and "--allow-any-path" in e.hint
     # the flag lets it through, from the API and the command line
-    assert check_file(str(path), allow_any_path=True).graphs["n"]
+    assert check_file(str(path), Limits(allow_any_path=True)).graphs["n"]
     assert cli("check", str(path)).exit_code == 1
     assert cli("check", str(path), "--allow-any-path").exit_code == 0
     assert cli("summary", str(path), "--allow-any-path").exit_code == 0

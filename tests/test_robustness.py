@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from resdsl.errors import Renderer, ResdslError, Span
 from resdsl.loader import load_text
-from resdsl.pipeline import check_program
+from resdsl.pipeline import Limits, check_program
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 BUNDLED = sorted(SPECS.glob("*.res"))
@@ -62,7 +62,7 @@ def front_end(text: str, file: str = ROOT, max_layers: int = 20_000) -> None:
     ResdslError whose spans (and its notes') lie inside the texts they name."""
     texts = dict(SOURCES, **{file: text})
     try:
-        check_program(load_text(text, file, str(SPECS)), max_layers=max_layers)
+        check_program(load_text(text, file, str(SPECS)), limits=Limits(max_layers=max_layers))
     except ResdslError as err:
         assert err.errors
         for e in err.errors:
