@@ -171,7 +171,13 @@ def same(op: str, feature_map: bool = False) -> Callable[[Attrs, list[Shape]], S
     """The input's shape, unchanged (a CxHxW one with `feature_map`)."""
     def shape(a: Attrs, ins: list[Shape]) -> Shape:
         return _map(ins[0], op) if feature_map else ins[0]
+    shape.__doc__ = "The input's CxHxW, unchanged." if feature_map else "The input's, unchanged."
     return shape
+
+
+def given(a: Attrs, ins: list[Shape]) -> Shape:
+    """The spec's `input` size (or the one asked for), set by the builder."""
+    raise AssertionError("the input node's shape is given, not inferred")
 
 
 def conv_shape(a: Attrs, ins: list[Shape]) -> Shape:
@@ -420,7 +426,8 @@ _CONV_PARAMS = (P("out", POS, REQUIRED), P("kernel", PAIR, REQUIRED), P("stride"
                 P("bias", BOOL, False, flag=True))
 _BN_PARAMS = (P("zero_init", BOOL, False, flag=True), P("eps", FLOAT, 1e-5),
               P("momentum", FLOAT, 0.1))
-_EPILOGUE = (P("relu", BOOL, False), P("residual_at", "str", choices=(None, "pre", "mid", "post")))
+_RELU = P("relu", BOOL, False)
+_AT = (None, "mid", "post", "pre")   # where a fused op adds its residual (None: no residual)
 
 
 def _residual_inputs(a: Attrs) -> range:
@@ -430,7 +437,7 @@ def _residual_inputs(a: Attrs) -> range:
 
 
 OPS: dict[str, Op] = {op.name: op for op in (
-    Op("input", "the network's input", "io", lambda a, ins: ins[0], Look(*IO), inputs=_one(0)),
+    Op("input", "the network's input", "io", given, Look(*IO), inputs=_one(0)),
     Op("conv", "2-d convolution", "layer", conv_shape, Look(*CONV, conv_text, heavy=True),
        _CONV_PARAMS, channels="in_channels", fill=window_fill, cost=conv_cost,
        stride=window_stride, torch=conv_torch, overwritable=lambda a: True,
@@ -476,12 +483,15 @@ OPS: dict[str, Op] = {op.name: op for op in (
        stride=lambda a: (a["stride"], a["stride"]), torch=pad_torch),
     Op("bn_act", "bn fused with a relu and/or a residual add: relu(bn(x + r)) at \"pre\", "
        "relu(bn(x) + r) at \"mid\", relu(bn(x)) + r at \"post\"", "fused",
-       residual(same("bn", feature_map=True)), Look(*PLAIN), _BN_PARAMS + _EPILOGUE,
+       residual(same("bn", feature_map=True)), Look(*PLAIN),
+       _BN_PARAMS + (_RELU, P("residual_at", "str", choices=_AT)),
        inputs=_residual_inputs, cost=bn_cost, torch=bn_act_torch, fusion="made by fuse.py"),
     Op("conv_act", "a conv with a BN folded in and that BN's relu / residual add: "
        "relu(conv(x) + r) at \"mid\", relu(conv(x)) + r at \"post\"", "fused",
-       residual(conv_shape), Look(*PLAIN), _CONV_PARAMS + _EPILOGUE, channels="in_channels",
-       inputs=_residual_inputs, cost=conv_cost, stride=window_stride, torch=conv_act_torch,
+       residual(conv_shape), Look(*PLAIN),
+       _CONV_PARAMS + (_RELU, P("residual_at", "str", choices=_AT[:3])), channels="in_channels",
+       fill=window_fill, inputs=_residual_inputs, cost=conv_cost, stride=window_stride,
+       torch=conv_act_torch,
        overwritable=lambda a: not a["relu"], fusion="made by fold.py"),
     Op("output", "the network's output", "io", same("output"), Look(*IO)),
 )}

@@ -111,3 +111,15 @@ def test_a_new_merge_op_joins_without_touching_the_backends(mul):
         block = model.s[0]
         want = torch.relu(block.bn1(block.conv1(x)) * x)
         torch.testing.assert_close(block(x), want)
+
+
+def test_docs_ir_md_is_generated_from_the_table():
+    """docs/ir.md is what docs/gen_ir.py makes of the op table now (run it after a change)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gen_ir", ROOT / "docs" / "gen_ir.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (ROOT / "docs" / "ir.md").read_text(encoding="utf-8") == gen.render(), \
+        "docs/ir.md is stale: python docs/gen_ir.py"
+    for op in OPS:
+        assert f"| `{op}`: " in gen.render()
