@@ -58,7 +58,8 @@ def _params(op: ops.Op) -> str:
         elif p.choices:
             default = "one of " + ", ".join(map(str, p.choices))
         elif p.default is None:
-            default = "derived" if op.fill else "set by the builder"
+            default = ("derived" if op.fill else "optional" if op.kind == "layer"
+                       else "set by the builder")
         else:
             default = f"default {str(p.default).lower() if isinstance(p.default, bool) else p.default}"
         flag = ", a flag" if p.flag else ""

@@ -148,21 +148,23 @@ def _shortcut_conv(in_channels: int, out_channels: int, stride: int | tuple[int,
 
 
 def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
-    """torchvision's ResNet initialisation: Kaiming-normal (fan_out) convs, BN weight 1 and
-    bias 0; with `zero_init_residual`, the BNs a block lists in `zero_init` start at 0.
-    Modules built on the meta device have no values to set: they are left alone."""
+    """torchvision's ResNet initialisation: Kaiming-normal (fan_out) convs, BN / GN weight 1
+    and bias 0; with `zero_init_residual`, the norms a block lists in `zero_init` start at 0.
+    Norms without affine parameters have none to set, and modules built on the meta device no
+    values: they are left alone."""
     if any(p.is_meta for p in model.parameters()):
         return
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
             nn.init.constant_(m.weight, 1)
             nn.init.constant_(m.bias, 0)
     if zero_init_residual:
         for m in model.modules():
             for name in getattr(m, "zero_init", ()):
-                nn.init.constant_(m.get_submodule(name).weight, 0)
+                if m.get_submodule(name).weight is not None:
+                    nn.init.constant_(m.get_submodule(name).weight, 0)
 
 
 class Conv2dAct(nn.Conv2d):

@@ -221,6 +221,22 @@ def test_emitted_file_is_the_built_model(tmp_path, spec, name, shape):
         assert torch.equal(loaded(x), built(x))
 
 
+def test_init_weights_leaves_norms_without_affine_parameters_alone():
+    """torchvision's init sets every BN / GN weight to 1; an affine-less norm has none (it
+    raised AttributeError), also under zero_init_residual."""
+    from resdsl.runtime import init_weights
+
+    class Unit(nn.Sequential):
+        zero_init = ("1", "2")
+
+    model = Unit(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4, affine=False),
+                 nn.BatchNorm2d(4, affine=False), nn.GroupNorm(2, 4))
+    init_weights(model, zero_init_residual=True)
+    assert model[1].weight is None and model[2].weight is None
+    assert torch.equal(model[3].weight, torch.ones(4)) and torch.equal(model[3].bias,
+                                                                        torch.zeros(4))
+
+
 def test_standalone_file_runs_without_resdsl(tmp_path):
     """--standalone inlines the runtime: the file runs where `import resdsl` fails."""
     out = tmp_path / "standalone_model.py"
