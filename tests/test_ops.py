@@ -123,3 +123,9 @@ def test_docs_ir_md_is_generated_from_the_table():
         "docs/ir.md is stale: python docs/gen_ir.py"
     for op in OPS:
         assert f"| `{op}`: " in gen.render()
+
+
+def test_the_language_reference_lists_every_layer():
+    text = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    for name in ops.LAYERS:
+        assert f"| `{name}` |" in text, name
