@@ -237,6 +237,32 @@ def merge_shape(a: Attrs, ins: list[Shape]) -> Shape:
     return ins[0]
 
 
+def gn_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    """The input's CxHxW; C divisible into the groups (or by the group size)."""
+    c = _map(ins[0], "gn")[0]
+    if a["groups"] is not None and a["group_size"] is not None:
+        raise ShapeError("gn takes `groups` or `group_size`, not both", code="E401",
+                         hint="`gn 32` makes 32 groups, `gn group_size = 16` groups of 16")
+    what, n = (("groups", a["groups"]) if a["group_size"] is None
+               else ("group_size", a["group_size"]))
+    if c % n:
+        raise ShapeError(f"gn with {what}={n}: channels {c} are not divisible by {n}",
+                         hint=f"make the channel count a multiple of {n}, or choose a "
+                              f"divisor of {c}", code="E401")
+    return ins[0]
+
+
+def gn_groups(a: Attrs, channels: int) -> int:
+    """GroupNorm's number of groups: `groups`, or channels / `group_size`."""
+    return a["groups"] if a["group_size"] is None else channels // a["group_size"]
+
+
+def gn_fill(a: Attrs) -> None:
+    """32 groups (the GroupNorm paper's default) unless `group_size` is given."""
+    if a["groups"] is None and a["group_size"] is None:
+        a["groups"] = 32
+
+
 def residual(shape: Callable[[Attrs, list[Shape]], Shape]) -> Callable[[Attrs, list[Shape]], Shape]:
     """A fused op's shape: its own op's on the main input, equal to the residual if any."""
     def fused(a: Attrs, ins: list[Shape]) -> Shape:
@@ -294,6 +320,11 @@ def fc_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
     """params in·out (+ out bias); MACs in·out."""
     return _counts(params=a["in_features"] * a["out"] + (a["out"] if a["bias"] else 0),
                    macs=a["in_features"] * a["out"])
+
+
+def gn_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """params 2C (weight, bias) when affine; no buffers; 1 per element."""
+    return _counts(params=2 * ins[0][0] if a["affine"] else 0, elementwise=prod(out))
 
 
 def free(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
@@ -358,6 +389,12 @@ def bn_act_torch(t: Lowering) -> str:
     at = f', residual_at="{t.a["residual_at"]}"' if t.a["residual_at"] else ""
     return (f"{t.runtime('BatchNormAct2d', kernels=True)}({t.slot('c', t.shape[0])}"
             f"{t.changed('eps', 'momentum')}{act}{at})")
+
+
+def gn_torch(t: Lowering) -> str:
+    c = t.shape[0]
+    return (f"nn.GroupNorm({t.slot('g', gn_groups(t.a, c))}, {t.slot('c', c)}"
+            f"{t.changed('eps', 'affine')})")
 
 
 def maxpool_torch(t: Lowering) -> str:
@@ -447,6 +484,12 @@ OPS: dict[str, Op] = {op.name: op for op in (
        overwritable=lambda a: True,
        fusion="becomes bn_act with the relu and add next to it (fuse.py); folds into the "
               "conv before it (fold.py)"),
+    Op("gn", "group normalisation (Wu & He, 2018) over `groups` groups of channels, or groups "
+       "of `group_size` channels; zero_init starts gamma at 0 on request (with affine)",
+       "layer", gn_shape, Look(*NORM),
+       (P("groups", POS), P("group_size", POS), P("eps", FLOAT, 1e-5), P("affine", BOOL, True),
+        P("zero_init", BOOL, False, flag=True)),
+       fill=gn_fill, cost=gn_cost, torch=gn_torch),
     Op("relu", "rectified linear unit", "layer", same("relu"), Look("#dff0da", "#5a8f4a"),
        cost=per_element, torch=lambda t: f"nn.ReLU(inplace={t.lit(t.inplace)})",
        fusion="joins the bn (or add) before it as relu=True (fuse.py)"),
