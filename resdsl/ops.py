@@ -18,6 +18,7 @@ variance and num_batches_tracked are buffers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from math import prod
 from typing import Any, Callable, Protocol
 
@@ -114,29 +115,27 @@ class Op:
     shown: Callable[[Attrs], list[str] | None] = lambda a: None   # IR text instead of attrs
     fusion: str = ""                    # its part in the passes, for docs/ir.md
 
-    @property
+    @cached_property
     def attrs(self) -> tuple[str, ...]:
         """The IR attributes, in order: the input-derived one, then the parameters."""
         return ((self.channels,) if self.channels else ()) + tuple(p.name for p in self.params)
 
-    @property
+    @cached_property
     def flags(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params if p.flag)
 
-    def param(self, name: str) -> P | None:
-        return next((p for p in self.params if p.name == name), None)
+    @cached_property
+    def defaults(self) -> dict[str, Any]:
+        """Each parameter's default as a value: pairs as (h, w); None where it has none."""
+        return {p.name: None if p.default is REQUIRED else (p.default, p.default)
+                if p.type == PAIR and p.default is not None else p.default for p in self.params}
 
     def default(self, name: str) -> Any:
-        """A parameter's default as a value: pairs as (h, w); None when it has none."""
-        p = self.param(name)
-        if p is None or p.default is REQUIRED:
-            return None
-        return (p.default, p.default) if p.type == PAIR and p.default is not None else p.default
+        return self.defaults.get(name)
 
     def complete(self, given: Attrs) -> Attrs:
         """Every parameter, in order: as given, else its default, then `fill`'s."""
-        a = {p.name: given[p.name] if p.name in given else self.default(p.name)
-             for p in self.params}
+        a = {k: given[k] if k in given else d for k, d in self.defaults.items()}
         if self.fill:
             self.fill(a)
         return a
