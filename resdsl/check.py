@@ -157,7 +157,7 @@ class _Definition:
             return
         if st.kind in LAYERS:
             kind = LAYERS[st.kind]
-            names = [p.name for p in kind.params]
+            names = kind.names
             bound = self._try(lambda: self.bindings.bind(st, names, st.args, f"`{st.kind}`",
                                                          st.span, kind.flags))
             for p in kind.params:

@@ -544,8 +544,7 @@ class Elaborator:
     def _layer(self, st: n.Layer, env: Env, namer: "Namer", path: str) -> Node:
         if st.kind in LAYERS and st.kind not in env.vars:
             kind = LAYERS[st.kind]
-            bound = self.bindings.bind(st, [p.name for p in kind.params], st.args, f"`{st.kind}`",
-                                       st.span,
+            bound = self.bindings.bind(st, kind.names, st.args, f"`{st.kind}`", st.span,
                                kind.flags)
             attrs = kind.complete({p.name: self._attr(kind, p, bound.get(p.name), env, st.span)
                                    for p in kind.params

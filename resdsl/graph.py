@@ -16,13 +16,12 @@ that every later stage takes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Optional
 
 from .elaborate import BlockNode, BlockRef, GroupNode, LayerNode, NetNode, Node, ShortcutNode, StageNode
 from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError, SpecValueError
 from .ir import path_stride, shape_str
-from .ops import COUNTS, OPS, cost, infer_shape
+from .ops import COUNTS, OPS
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -69,8 +68,7 @@ class Draft:
         return g
 
 
-@dataclass(frozen=True)
-class Ctx:
+class Ctx(NamedTuple):
     """Where a node goes: its stage (or stem / head group), innermost block and role there."""
 
     stage: Optional[str] = None
@@ -103,16 +101,17 @@ class Builder:
                                 "labels must not repeat a generated name", code="E202",
                                 notes=[(self.g.nodes[name]["span"], "first here")])
         in_shapes = [self.g.nodes[s]["shape"] for s in srcs]
-        attrs = {k: attrs[k] for k in OPS[op].attrs}  # one attribute order, the op table's
+        record = OPS[op]
+        attrs = {k: attrs[k] for k in record.attrs}  # one attribute order, the op table's
         self.g.add_node(name, op=op, attrs=attrs, stage=ctx.stage, block=ctx.block,
                         role=ctx.role, span=span)
         for i, s in enumerate(srcs):
             self.g.add_edge(s, name, **((edges or [{}] * len(srcs))[i]))
         try:
-            shape = infer_shape(op, attrs, in_shapes)
+            shape = record.shape(attrs, in_shapes)
         except ShapeError as e:
             raise self._locate(e, name, span) from None
-        self.g.nodes[name].update(shape=shape, **cost(op, attrs, in_shapes, shape))
+        self.g.nodes[name].update(shape=shape, **record.cost(attrs, in_shapes, shape))
         return name
 
     def _locate(self, e: ResdslError, name: str, span: Span) -> ResdslError:
@@ -125,12 +124,12 @@ class Builder:
         return self.g.nodes[v]["shape"]
 
     # -- structure
-    def scope(self, path: str, kind: str, name: str, label: str, span: Span,
-              parent: str | None = None, **more: Any) -> None:
-        """Record a stage, stem / head group or block instance in the graph's `scopes`
-        (docs/ir.md), in the order they start, so the backends need nothing but the graph."""
-        self.g.graph["scopes"][path] = {"kind": kind, "name": name, "label": label,
-                                        "parent": parent, "span": span, **more}
+    def scope(self, path: str, kind: str, label: str, span: Span) -> None:
+        """Record a stage or a stem / head group in the graph's `scopes` (docs/ir.md; block
+        instances are recorded by `block`), in the order they start, so that the backends
+        need nothing but the graph."""
+        self.g.graph["scopes"][path] = {"kind": kind, "name": path, "label": label,
+                                        "parent": None, "span": span}
 
     def seq(self, items: list[Node], cur: str, ctx: Ctx) -> str:
         for item in items:
@@ -139,12 +138,12 @@ class Builder:
             elif isinstance(item, BlockNode):
                 cur = self.block(item, cur, ctx, ctx.block)
             elif isinstance(item, GroupNode):
-                self.scope(item.kind, "group", item.kind, item.kind, item.span)
+                self.scope(item.kind, "group", item.kind, item.span)
                 cur = self.seq(item.items, cur, Ctx(item.kind, ctx.block, ctx.role))
             elif isinstance(item, StageNode):
                 kinds = sorted({b.block for b in item.blocks})
-                self.scope(item.path, "stage", item.name,
-                           f"{len(item.blocks)} x {'/'.join(kinds)}", item.span)
+                self.scope(item.path, "stage", f"{len(item.blocks)} x {'/'.join(kinds)}",
+                           item.span)
                 for b in item.blocks:
                     cur = self.block(b, cur, Ctx(item.name), item.path)
         return cur
@@ -159,12 +158,13 @@ class Builder:
         """A block instance (in `parent`: a block, a stage or the network): its scope, then
         its nodes, each with its role in the unit (pre, residual, shortcut, merge, post)."""
         sc = b.shortcut
-        self.scope(b.path, "block", b.name, b.block, b.span, parent, role=outer.role,
-                   args={k: _plain(v) for k, v in b.args.items()},
-                   def_span=b.def_span, residual=b.residual is not None,
-                   shortcut=None if sc is None else {
-                       "kind": sc.kind, "name": sc.path[len(b.path) + 1:], "span": sc.span},
-                   merge=b.merge)
+        self.g.graph["scopes"][b.path] = {
+            "kind": "block", "name": b.name, "label": b.block, "parent": parent, "span": b.span,
+            "role": outer.role, "args": {k: _plain(v) for k, v in b.args.items()},
+            "def_span": b.def_span, "residual": b.residual is not None,
+            "shortcut": None if sc is None else {
+                "kind": sc.kind, "name": sc.path[len(b.path) + 1:], "span": sc.span},
+            "merge": b.merge}
         x = self.seq(b.pre, cur, outer.within(b.path, "pre"))
         if b.residual is None:
             return x

@@ -121,6 +121,11 @@ class Op:
         return ((self.channels,) if self.channels else ()) + tuple(p.name for p in self.params)
 
     @cached_property
+    def names(self) -> tuple[str, ...]:
+        """The parameters' names, in positional order."""
+        return tuple(p.name for p in self.params)
+
+    @cached_property
     def flags(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params if p.flag)
 
@@ -135,7 +140,8 @@ class Op:
 
     def complete(self, given: Attrs) -> Attrs:
         """Every parameter, in order: as given, else its default, then `fill`'s."""
-        a = {k: given[k] if k in given else d for k, d in self.defaults.items()}
+        a = dict(self.defaults)
+        a.update(given)
         if self.fill:
             self.fill(a)
         return a
@@ -277,25 +283,31 @@ def _counts(params: int = 0, buffers: int = 0, macs: int = 0, elementwise: int =
     return {"params": params, "buffers": buffers, "macs": macs, "elementwise": elementwise}
 
 
-def _epilogue(a: Attrs, out: Shape) -> int:
-    """Element-wise work of a fused op's residual add and ReLU."""
-    return prod(out) * ((a.get("residual_at") is not None) + bool(a.get("relu")))
-
-
 def conv_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
-    """params out·in/g·kh·kw (+ out bias); MACs per output element in/g·kh·kw; a fused
-    epilogue 1 per element for the add and for the ReLU."""
+    """params out·in/g·kh·kw (+ out bias); MACs per output element in/g·kh·kw."""
     kh, kw = a["kernel"]
     per_out = a["in_channels"] // a["groups"] * kh * kw
     return _counts(params=a["out"] * per_out + (a["out"] if a["bias"] else 0),
-                   macs=prod(out) * per_out, elementwise=_epilogue(a, out))
+                   macs=prod(out) * per_out)
 
 
 def bn_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
     """params 2C (weight, bias); buffers 2C + 1 (running mean and variance, batches tracked);
-    1 per element, plus a fused epilogue's add and ReLU."""
+    1 per element."""
     c = ins[0][0]
-    return _counts(params=2 * c, buffers=2 * c + 1, elementwise=prod(out) + _epilogue(a, out))
+    return _counts(params=2 * c, buffers=2 * c + 1, elementwise=prod(out))
+
+
+def with_epilogue(cost: Callable[[Attrs, list[Shape], Shape], dict[str, int]]):
+    """A fused op's cost: its own op's, plus 1 per element for the residual add and for the
+    ReLU it took in."""
+    def fused(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+        counts = cost(a, ins, out)
+        counts["elementwise"] += prod(out) * ((a["residual_at"] is not None) + a["relu"])
+        return counts
+    fused.__doc__ = f"{(cost.__doc__ or '').rstrip('.')}; plus 1 per element for the " \
+                    "residual add and for the ReLU it took in."
+    return fused
 
 
 def per_element(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
@@ -527,12 +539,14 @@ OPS: dict[str, Op] = {op.name: op for op in (
        "relu(bn(x) + r) at \"mid\", relu(bn(x)) + r at \"post\"", "fused",
        residual(same("bn", feature_map=True)), Look(*PLAIN),
        _BN_PARAMS + (_RELU, P("residual_at", "str", choices=_AT)),
-       inputs=_residual_inputs, cost=bn_cost, torch=bn_act_torch, fusion="made by fuse.py"),
+       inputs=_residual_inputs, cost=with_epilogue(bn_cost), torch=bn_act_torch,
+       fusion="made by fuse.py"),
     Op("conv_act", "a conv with a BN folded in and that BN's relu / residual add: "
        "relu(conv(x) + r) at \"mid\", relu(conv(x)) + r at \"post\"", "fused",
        residual(conv_shape), Look(*PLAIN),
        _CONV_PARAMS + (_RELU, P("residual_at", "str", choices=_AT[:3])), channels="in_channels",
-       fill=window_fill, inputs=_residual_inputs, cost=conv_cost, stride=window_stride,
+       fill=window_fill, inputs=_residual_inputs, cost=with_epilogue(conv_cost),
+       stride=window_stride,
        torch=conv_act_torch,
        overwritable=lambda a: not a["relu"], fusion="made by fold.py"),
     Op("output", "the network's output", "io", same("output"), Look(*IO)),
