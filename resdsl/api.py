@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .elaborate import MAX_LAYERS, concrete_networks
+from .elaborate import concrete_networks
 from .errors import SpecNameError
-from .graph import MAX_MACS, MAX_PARAMS
+from .limits import MAX_LAYERS, MAX_MACS, MAX_PARAMS, Limits
 from .loader import Program
-from .pipeline import Compiled, Limits, compile_network, load_spec
+from .pipeline import Compiled, compile_network, load_spec
 
 
 def _one(program: Program, network: str | None) -> str:

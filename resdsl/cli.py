@@ -14,9 +14,8 @@ import click
 
 from . import __version__
 from .dispatch import KERNELS
-from .elaborate import MAX_LAYERS
 from .errors import Renderer, ResdslError
-from .graph import MAX_MACS, MAX_PARAMS
+from .limits import MAX_LAYERS, MAX_MACS, MAX_PARAMS, Limits
 
 
 def _color(stream) -> bool:
@@ -89,11 +88,9 @@ def limit_options(fn):
     return fn
 
 
-def _limits(**options):
-    """The limit options (--max-layers, --max-params, --max-macs, --allow-any-path) as the
-    pipeline's Limits, the ones not given at their defaults."""
-    from .pipeline import Limits
-
+def _limits(**options) -> Limits:
+    """The limit options (--max-layers, --max-params, --max-macs, --allow-any-path) as
+    Limits, the ones not given at their defaults."""
     return Limits.given(**options)
 
 

@@ -14,10 +14,10 @@ from .check import Bindings
 from .errors import (LimitError, ResdslError, Span, SpecNameError, SpecValueError,
                      did_you_mean)
 from .ops import BOOL, DEFAULT_MERGE, FLOAT, INT, LAYERS, NONNEG, PAIR, POS, PROB, REQUIRED, SHORTCUTS
+from .limits import MAX_LAYERS
 from .loader import Program, Scope
 from .nodes import head_span, names_in
 
-MAX_LAYERS = 100_000
 MAX_BLOCK_DEPTH = 32
 MAX_INT = 2 ** 62
 MAX_LIST = 10_000

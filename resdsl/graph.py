@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Optional
 from .elaborate import BlockNode, BlockRef, GroupNode, LayerNode, NetNode, Node, ShortcutNode, StageNode
 from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError, SpecValueError
 from .ir import path_stride, shape_str
+from .limits import MAX_MACS, MAX_PARAMS
 from .ops import COUNTS, OPS
 
 if TYPE_CHECKING:
@@ -288,8 +289,6 @@ def totals(g: nx.DiGraph | Draft) -> dict[str, int]:
     return {c: sum(d[c] for _, d in g.nodes(data=True)) for c in COUNTS}
 
 
-MAX_PARAMS = 1_000_000_000   # 4 GB of float32 weights
-MAX_MACS = 10 ** 12          # multiply-accumulates per sample
 
 
 def check_costs(g: nx.DiGraph | Draft, span: Span | None, max_params: int = MAX_PARAMS,

@@ -1,5 +1,5 @@
 """The one driver of the stages, for the API and the command line alike: load -> check ->
-elaborate -> graph (shapes) -> passes, under one set of `Limits`.
+elaborate -> graph (shapes) -> passes, under one set of `Limits` (resdsl/limits.py).
 
 `check` validates exactly what `compile` would build. `check` and `summary` report the graph
 as the spec writes it; `compile` and `resdsl.build` lower it first (`lower`: fusion, and BN
@@ -10,32 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .check import Bindings, check_scope
-from .elaborate import MAX_LAYERS, NetNode, Value, concrete_networks, constant_errors, elaborate
+from .elaborate import NetNode, Value, concrete_networks, constant_errors, elaborate
 from .errors import Collector, ResdslError
-from .graph import MAX_MACS, MAX_PARAMS, Draft, check_costs, draft_graph
+from .graph import Draft, check_costs, draft_graph
+from .limits import Limits
 from .loader import Program, load, load_text
 
 if TYPE_CHECKING:
     import networkx as nx
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What a spec may expand to (E501, E505, E506) and read (`use` outside its folder,
-    E211); the defaults are the stages' own constants, so each is written once."""
-
-    max_layers: int = MAX_LAYERS
-    max_params: int = MAX_PARAMS
-    max_macs: int = MAX_MACS
-    allow_any_path: bool = False
-
-    @classmethod
-    def given(cls, **limits: Any) -> Limits:
-        """Limits from options where None (not given) means the default."""
-        return cls(**{k: v for k, v in limits.items() if v is not None})
 
 
 @dataclass
