@@ -136,9 +136,11 @@ def path_stride(g: Any, v: str, start: str | None = None) -> tuple[int, int]:
         s = OPS[d["op"]].stride(d["attrs"])
         sh, sw = sh * s[0], sw * s[1]
         preds = list(g.predecessors(v))
-        if not preds:
-            break
-        v = next((u for u in preds if g.edges[u, v].get("port", 0) == 0), preds[0])
+        if len(preds) != 1:
+            if not preds:
+                break
+            preds = [next((u for u in preds if g.edges[u, v].get("port", 0) == 0), preds[0])]
+        v = preds[0]
     return sh, sw
 
 

@@ -283,19 +283,25 @@ def _counts(params: int = 0, buffers: int = 0, macs: int = 0, elementwise: int =
     return {"params": params, "buffers": buffers, "macs": macs, "elementwise": elementwise}
 
 
+def _elementwise(n: int) -> dict[str, int]:
+    """The counts of an op with neither parameters, buffers nor MACs (the most common: a dict
+    literal, as the builder asks at every node)."""
+    return {"params": 0, "buffers": 0, "macs": 0, "elementwise": n}
+
+
 def conv_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
     """params out·in/g·kh·kw (+ out bias); MACs per output element in/g·kh·kw."""
     kh, kw = a["kernel"]
     per_out = a["in_channels"] // a["groups"] * kh * kw
-    return _counts(params=a["out"] * per_out + (a["out"] if a["bias"] else 0),
-                   macs=prod(out) * per_out)
+    return {"params": a["out"] * per_out + (a["out"] if a["bias"] else 0), "buffers": 0,
+            "macs": prod(out) * per_out, "elementwise": 0}
 
 
 def bn_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
     """params 2C (weight, bias); buffers 2C + 1 (running mean and variance, batches tracked);
     1 per element."""
     c = ins[0][0]
-    return _counts(params=2 * c, buffers=2 * c + 1, elementwise=prod(out))
+    return {"params": 2 * c, "buffers": 2 * c + 1, "macs": 0, "elementwise": prod(out)}
 
 
 def with_epilogue(cost: Callable[[Attrs, list[Shape], Shape], dict[str, int]]):
@@ -312,19 +318,19 @@ def with_epilogue(cost: Callable[[Attrs, list[Shape], Shape], dict[str, int]]):
 
 def per_element(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
     """1 per output element."""
-    return _counts(elementwise=prod(out))
+    return _elementwise(prod(out))
 
 
 def per_pair(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
     """A merge of n inputs: n - 1 per output element."""
-    return _counts(elementwise=(len(ins) - 1) * prod(out))
+    return _elementwise((len(ins) - 1) * prod(out))
 
 
 def pool_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
     """One per window element read: out·kh·kw; global: every input element."""
     if a["kernel"] is None:
-        return _counts(elementwise=prod(ins[0]))
-    return _counts(elementwise=prod(out) * a["kernel"][0] * a["kernel"][1])
+        return _elementwise(prod(ins[0]))
+    return _elementwise(prod(out) * a["kernel"][0] * a["kernel"][1])
 
 
 def fc_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
