@@ -13,7 +13,7 @@ from . import nodes as n
 from .check import Bindings
 from .errors import (LimitError, ResdslError, Span, SpecNameError, SpecValueError,
                      did_you_mean)
-from .ops import BOOL, DEFAULT_MERGE, FLOAT, INT, LAYERS, NONNEG, PAIR, POS, PROB, REQUIRED, SHORTCUTS
+from .ops import BOOL, DEFAULT_MERGE, FLOAT, INT, LAYERS, NONNEG, PAIR, PROB, REQUIRED, SHORTCUTS
 from .limits import MAX_LAYERS
 from .loader import Program, Scope
 from .nodes import head_span, names_in
