@@ -284,10 +284,9 @@ class Emitter:
         if shortcut is not None:
             (v,) = nodes
             return layer_ctor(self.g, v, key)
-        prefix = len(self.shortcut_name(b)) + 1
-        parts = [(self.s.name(k, path) if k == "scope" else self.s.name(k, path)[prefix:],
-                  self.instance_expr(path) if k == "scope"
-                  else layer_ctor(self.g, path, "x").render({}))
+        prefix = len(self.shortcut_name(b)) + 1   # a layer's name after `downsample.`
+        parts = [(self.s.name(k, path), self.instance_expr(path)) if k == "scope" else
+                 (self.s.name(k, path)[prefix:], layer_ctor(self.g, path, "x").render({}))
                  for k, path in items]
         if all(name == str(i) for i, (name, _) in enumerate(parts)):
             text = "nn.Sequential(" + ", ".join(c for _, c in parts) + ")"
