@@ -139,7 +139,7 @@ class _Lowering:
         return name
 
 
-def lower(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset()) -> _Lowering:
+def lowering(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset()) -> _Lowering:
     """Run node v's `torch` lowering (its op must have one); the result holds the constructor
     text (`.text`) and what it asked for."""
     t = _Lowering(g, v, key, keep)
@@ -151,7 +151,7 @@ def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset
     """The constructor of one layer node (its op's `torch` lowering); slot names are prefixed
     with `key`; `keep` names nodes whose outputs must survive (features), so a ReLU may not
     overwrite them."""
-    t = lower(g, v, key, keep)
+    t = lowering(g, v, key, keep)
     return Ctor(t.text, t.slots, tuple(t.optionals))  # type: ignore[attr-defined]
 
 
@@ -614,7 +614,7 @@ class Emitter:
                                   for v in [self.output_node(*item)] if v is not None)
         for v, d in self.g.nodes(data=True):  # the runtime classes the layers lower to
             if OPS[d["op"]].torch:
-                for name, kernels in lower(self.g, v, "x").needs.items():
+                for name, kernels in lowering(self.g, v, "x").needs.items():
                     self.needs.add(name)
                     if kernels:
                         self.kernel_modules.add(name)

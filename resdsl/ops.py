@@ -88,6 +88,15 @@ class Look:
 MANY = 2 ** 31   # no limit on a merge's inputs
 
 
+def _counts(params: int = 0, buffers: int = 0, macs: int = 0, elementwise: int = 0) -> dict[str, int]:
+    return {"params": params, "buffers": buffers, "macs": macs, "elementwise": elementwise}
+
+
+def free(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """Nothing."""
+    return _counts()
+
+
 def _one(n: int = 1) -> Callable[[Attrs], range]:
     return lambda a: range(n, n + 1)
 
@@ -106,7 +115,7 @@ class Op:
     channels: str | None = None         # attribute the builder sets to the input's channels
     fill: Callable[[Attrs], None] | None = None   # defaults that depend on other attributes
     inputs: Callable[[Attrs], range] = field(default_factory=_one)
-    cost: Callable[[Attrs, list[Shape], Shape], dict[str, int]] = lambda a, ins, out: _counts()
+    cost: Callable[[Attrs, list[Shape], Shape], dict[str, int]] = free
     stride: Callable[[Attrs], tuple[int, int]] = lambda a: (1, 1)
     torch: Callable[[Lowering], str] | None = None   # nn.Module constructor; None: no module
     infix: str | None = None            # a merge's Python operator: `out + identity`
@@ -279,10 +288,6 @@ def residual(shape: Callable[[Attrs, list[Shape]], Shape]) -> Callable[[Attrs, l
 
 # ---- cost rules ------------------------------------------------------------------------------
 
-def _counts(params: int = 0, buffers: int = 0, macs: int = 0, elementwise: int = 0) -> dict[str, int]:
-    return {"params": params, "buffers": buffers, "macs": macs, "elementwise": elementwise}
-
-
 def _elementwise(n: int) -> dict[str, int]:
     """The counts of an op with neither parameters, buffers nor MACs (the most common: a dict
     literal, as the builder asks at every node)."""
@@ -342,11 +347,6 @@ def fc_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
 def gn_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
     """params 2C (weight, bias) when affine; no buffers; 1 per element."""
     return _counts(params=2 * ins[0][0] if a["affine"] else 0, elementwise=prod(out))
-
-
-def free(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
-    """Nothing."""
-    return _counts()
 
 
 # ---- strides, defaults -----------------------------------------------------------------------
@@ -562,11 +562,6 @@ OPS: dict[str, Op] = {op.name: op for op in (
 LAYERS: dict[str, Op] = {k: op for k, op in OPS.items() if op.kind == "layer"}
 MERGES: tuple[str, ...] = tuple(k for k, op in OPS.items() if op.kind == "merge")
 DEFAULT_MERGE = "add"   # a block with a shortcut and no `merge` line
-
-
-def infer_shape(op: str, attrs: Attrs, inputs: list[Shape]) -> Shape:
-    """The output shape of one node of op `op` over its inputs' shapes (in port order)."""
-    return OPS[op].shape(attrs, inputs)
 
 
 def cost(op: str, attrs: Attrs, inputs: list[Shape], out: Shape) -> dict[str, int]:
