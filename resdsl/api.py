@@ -26,8 +26,12 @@ def _one(program: Program, network: str | None) -> str:
     return names[0]
 
 
-def _compiled(spec: str | Path, network: str | None, limits: Limits, **kw: Any) -> Compiled:
-    """The pipeline's driver on a spec given as a path or as text, for the PyTorch backend."""
+def _compiled(spec: str | Path, network: str | None, *, max_layers: int, max_params: int,
+              max_macs: int, allow_any_path: bool, **kw: Any) -> Compiled:
+    """The pipeline's driver on a spec given as a path or as text, for the PyTorch backend,
+    under the limits given (None: the default)."""
+    limits = Limits.given(max_layers=max_layers, max_params=max_params, max_macs=max_macs,
+                          allow_any_path=allow_any_path)
     program = load_spec(spec, limits)
     return compile_network(program, _one(program, network), limits=limits, pytorch=True, **kw)
 
@@ -43,10 +47,9 @@ def emit_python(spec: str | Path, network: str | None = None, *,
     `inference` folds BNs into convs (the network's `from_trained` loads trained weights)."""
     from .backends.pytorch import emit
 
-    c = _compiled(spec, network, Limits.given(max_layers=max_layers, max_params=max_params,
-                                           max_macs=max_macs, allow_any_path=allow_any_path),
-                  overrides=overrides, input_shape=input_shape, fuse=fuse, inference=inference,
-                  features=features)
+    c = _compiled(spec, network, max_layers=max_layers, max_params=max_params, max_macs=max_macs,
+                  allow_any_path=allow_any_path, overrides=overrides, input_shape=input_shape,
+                  fuse=fuse, inference=inference, features=features)
     source, cls = emit(c.lowered, c.file, features, standalone, kernels)
     return source, cls, c.lowered
 
@@ -62,9 +65,9 @@ def build(spec: str | Path, network: str | None = None, *, features: list[str] |
     layers or stages whose outputs `forward` returns as a list instead of the logits; `fuse`
     runs the fusion pass (docs/passes.md); `kernels` ("auto", "triton", "torch"; None:
     $RESDSL_KERNELS) picks the fused BNs' implementation."""
-    c = _compiled(spec, network, Limits.given(max_layers=max_layers, max_params=max_params,
-                                           max_macs=max_macs, allow_any_path=allow_any_path),
-                  overrides=overrides, input_shape=input_shape, fuse=fuse, features=features)
+    c = _compiled(spec, network, max_layers=max_layers, max_params=max_params, max_macs=max_macs,
+                  allow_any_path=allow_any_path, overrides=overrides, input_shape=input_shape,
+                  fuse=fuse, features=features)
     return _module(c.lowered, {"features": features, "kernels": kernels, "file": c.file},
                    zero_init_residual)
 
