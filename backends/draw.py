@@ -29,6 +29,7 @@ from typing import Any
 import networkx as nx
 
 from resdsl.errors import ResdslError
+from resdsl.ir import shortcut_edges
 from resdsl.ops import OPS, PLAIN
 
 LEVELS = ("stage", "block", "layer")
@@ -171,8 +172,9 @@ def sections(g: nx.DiGraph) -> list[Section]:
         if not out or out[-1].key != key and not (kind == out[-1].kind == "layers"):
             out.append(Section(key or v, kind, g.nodes[v].get("stage")))
         out[-1].nodes.append(v)
+    merges = {block: v for block, (_, v, _) in shortcut_edges(g).items()}
     for s in out:
-        _split(g, s)
+        _split(g, s, merges.get(s.key) if s.is_unit else None)
     return out
 
 
@@ -187,17 +189,11 @@ def _closure(g: nx.DiGraph, start: str, members: set[str]) -> set[str]:
     return seen
 
 
-def _merge(g: nx.DiGraph, s: Section) -> str | None:
-    """The node of the unit's own block that takes its shortcut (the edge naming its kind)."""
-    return next((v for v in s.nodes if g.nodes[v].get("block") == s.key
-                 and any(e.get("shortcut") for _, _, e in g.in_edges(v, data=True))), None)
-
-
-def _split(g: nx.DiGraph, s: Section) -> None:
-    """Fill a unit's pre / residual / shortcut-branch / post parts from its merge node."""
-    add = _merge(g, s) if s.is_unit else None
+def _split(g: nx.DiGraph, s: Section, add: str | None) -> None:
+    """Fill a unit's pre / residual / shortcut-branch / post parts from its merge node (the
+    node of its own block that takes the shortcut)."""
     members = set(s.nodes)
-    if add is None or g.in_degree(add) != 2:
+    if add is None or add not in members or g.in_degree(add) != 2:
         s.residual = list(s.nodes)
         return
     ports = {g.edges[u, add].get("port"): u for u in g.predecessors(add)}

@@ -107,8 +107,8 @@ class Ctor:
 
 
 class _Lowering:
-    """ops.Lowering for one node: what its op's `torch` function reads, and the constructor
-    slots, optional keywords and runtime classes it asks for."""
+    """ops.Lowering for one node, run at once: what its op's `torch` function reads, and the
+    constructor text, slots, optional keywords and runtime classes it gives."""
 
     def __init__(self, g: nx.DiGraph, v: str, key: str, keep: frozenset[str]):
         d = g.nodes[v]
@@ -118,6 +118,7 @@ class _Lowering:
         self.slots: dict[str, Any] = {}
         self.optionals: list[tuple[str, str, Any]] = []
         self.needs: dict[str, bool] = {}   # runtime class -> takes the kernel choice
+        self.text = self.op.torch(self)     # the constructor, with {slot} placeholders
 
     def slot(self, name: str, value: Any) -> str:
         self.slots[f"{self.key}_{name}"] = value
@@ -139,20 +140,12 @@ class _Lowering:
         return name
 
 
-def lowering(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset()) -> _Lowering:
-    """Run node v's `torch` lowering (its op must have one); the result holds the constructor
-    text (`.text`) and what it asked for."""
-    t = _Lowering(g, v, key, keep)
-    t.text = t.op.torch(t)  # type: ignore[attr-defined]
-    return t
-
-
 def layer_ctor(g: nx.DiGraph, v: str, key: str, keep: frozenset[str] = frozenset()) -> Ctor:
     """The constructor of one layer node (its op's `torch` lowering); slot names are prefixed
     with `key`; `keep` names nodes whose outputs must survive (features), so a ReLU may not
     overwrite them."""
-    t = lowering(g, v, key, keep)
-    return Ctor(t.text, t.slots, tuple(t.optionals))  # type: ignore[attr-defined]
+    t = _Lowering(g, v, key, keep)
+    return Ctor(t.text, t.slots, tuple(t.optionals))
 
 
 def _inplace_ok(g: nx.DiGraph, v: str, keep: frozenset[str] = frozenset()) -> bool:
@@ -614,7 +607,7 @@ class Emitter:
                                   for v in [self.output_node(*item)] if v is not None)
         for v, d in self.g.nodes(data=True):  # the runtime classes the layers lower to
             if OPS[d["op"]].torch:
-                for name, kernels in lowering(self.g, v, "x").needs.items():
+                for name, kernels in _Lowering(self.g, v, "x", frozenset()).needs.items():
                     self.needs.add(name)
                     if kernels:
                         self.kernel_modules.add(name)

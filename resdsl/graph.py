@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Optional
 
-from .elaborate import BlockNode, BlockRef, GroupNode, LayerNode, NetNode, Node, ShortcutNode, StageNode
+from .elaborate import (BlockNode, BlockRef, GroupNode, LayerNode, NetNode, Node, ShortcutNode,
+                        StageNode)
 from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError, SpecValueError
 from .ir import path_stride, shape_str
 from .limits import MAX_MACS, MAX_PARAMS
@@ -185,8 +186,8 @@ class Builder:
                            outer.within(b.path, "merge"),
                            [{"port": 0}, {"port": 1, "shortcut": kind}])
         except ShapeError as e:
-            e.message = (f"cannot {b.merge} the residual branch ({shape_str(self.shape(r))}) and the "
-                         f"shortcut ({shape_str(self.shape(s))}) in block '{b.path}'")
+            e.message = (f"cannot {b.merge} the residual branch ({shape_str(self.shape(r))}) "
+                         f"and the shortcut ({shape_str(self.shape(s))}) in block '{b.path}'")
             e.notes = ((self.g.nodes[r]["span"], f"residual branch ends here: "
                                                  f"{shape_str(self.shape(r))}"),
                        (sc.span, f"shortcut ({kind}): {shape_str(self.shape(s))}"))
@@ -287,7 +288,6 @@ def check_input_shape(shape: Any) -> tuple[int, int, int]:
 
 def totals(g: nx.DiGraph | Draft) -> dict[str, int]:
     return {c: sum(d[c] for _, d in g.nodes(data=True)) for c in COUNTS}
-
 
 
 

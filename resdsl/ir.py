@@ -63,6 +63,9 @@ def verify(g: nx.DiGraph) -> None:
             assert all(d[c] == counts[c] for c in COUNTS), f"{v}: counts"
 
 
+ROLES = ("pre", "residual", "shortcut", "merge", "post")   # a node's part of its block
+
+
 class Structure:
     """The network's nesting from the graph alone (its `scopes`, each node's `block` and
     `role`), indexed once: each scope's items in order, the first and last node under each
@@ -78,7 +81,6 @@ class Structure:
                 spans["scope", path] = s["span"]
         self.first: dict[str, str] = {}
         self.last: dict[str, str] = {}
-        self.shortcuts: dict[str, tuple[str, str, str]] = {}
         for v, d in g.nodes(data=True):
             if OPS[d["op"]].kind == "io":
                 continue
@@ -89,9 +91,7 @@ class Structure:
                 self.first.setdefault(scope, v)
                 self.last[scope] = v
                 scope = self.scopes[scope]["parent"]
-        for u, v, e in g.edges(data=True):
-            if e.get("shortcut"):
-                self.shortcuts[g.nodes[v]["block"]] = (u, v, e["shortcut"])
+        self.shortcuts = shortcut_edges(g)
         for items in self._items.values():  # statements of one body: in source order
             items.sort(key=lambda item: (spans[item].line, spans[item].col))
 
@@ -114,16 +114,20 @@ class Structure:
 
         def walk(parent: str | None, roles: tuple) -> None:
             for role in roles:
-                for kind, path in self.items(parent, role):
-                    if kind == "scope":
-                        walk(path, ROLES if self.scopes[path]["kind"] == "block" else (None,))
-                        if self.scopes[path]["kind"] == "block":
-                            out.append(path)
+                for path in (p for kind, p in self.items(parent, role) if kind == "scope"):
+                    block = self.scopes[path]["kind"] == "block"
+                    walk(path, ROLES if block else (None,))
+                    if block:
+                        out.append(path)
         walk(None, (None,))
         return out
 
 
-ROLES = ("pre", "residual", "shortcut", "merge", "post")
+def shortcut_edges(g: Any) -> dict[str, tuple[str, str, str]]:
+    """block -> (its shortcut's output, the node that merges it, the kind it resolved to):
+    the edges that name a `shortcut` kind, one per block whose shortcut merges."""
+    return {g.nodes[v]["block"]: (u, v, e["shortcut"]) for u, v, e in g.edges(data=True)
+            if e.get("shortcut")}
 
 
 def path_stride(g: Any, v: str, start: str | None = None) -> tuple[int, int]:
