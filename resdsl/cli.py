@@ -88,12 +88,6 @@ def limit_options(fn):
     return fn
 
 
-def _limits(**options) -> Limits:
-    """The limit options (--max-layers, --max-params, --max-macs, --allow-any-path) as
-    Limits, the ones not given at their defaults."""
-    return Limits.given(**options)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="resdsl")
 def main() -> None:
@@ -113,7 +107,7 @@ def check(files: tuple[str, ...], networks: tuple[str, ...], **limits) -> None:
     status = 0
     for path in files:
         def one(path: str = path) -> int:
-            result = check_file(path, _limits(**limits), networks=list(networks) or None)
+            result = check_file(path, Limits.given(**limits), networks=list(networks) or None)
             names = list(result.networks)
             shown = ", ".join(names[:6]) + (", …" if len(names) > 6 else "")
             detail = f"{len(names)} network{'s' if len(names) != 1 else ''}" + (
@@ -215,7 +209,7 @@ def summary(file: str, network: str | None, input_text: str | None, depth: int, 
     from .backends import summary as s
 
     def run() -> int:
-        result = _checked(file, network, input_text, _limits(**limits), all_ok=True)
+        result = _checked(file, network, input_text, Limits.given(**limits), all_ok=True)
         graphs = result.graphs
         if len(graphs) == 1:
             g = next(iter(graphs.values()))
@@ -263,13 +257,13 @@ def compile_(file: str, network: str | None, input_text: str | None, emit: str, 
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
 
     def run() -> int:
-        lim = _limits(**limits)
+        lim = Limits.given(**limits)
         program, (name,) = _select(file, network, lim)
+        as_written = emit == "summary"  # the spec's own graph: no passes (same numbers)
         c = compile_network(program, name, input_shape=input_text, limits=lim,
-                            fuse=not no_fuse, inference=inference, features=feats,
-                            pytorch=emit in ("python", "onnx"))
-        # the summary reports the spec's own graph (same numbers)
-        g = c.graph if emit == "summary" else c.lowered
+                            fuse=not (no_fuse or as_written), inference=inference and not
+                            as_written, features=feats, pytorch=emit in ("python", "onnx"))
+        g = c.lowered
         if emit in ("python", "onnx"):
             from .backends.pytorch import emit as emit_python
             text = emit_python(g, c.file, feats, standalone, kernels)[0]
@@ -339,7 +333,7 @@ def draw(file: str, network: str | None, input_text: str | None, output: str | N
                 raise click.BadParameter(e.message + f" ({e.hint})", param_hint="-o") from None
         d.graphviz_module()
         try:
-            result = _checked(file, network, input_text, _limits(**limits))
+            result = _checked(file, network, input_text, Limits.given(**limits))
         except ResdslError as e:
             partial = d.located(e)
             if partial is None:
