@@ -180,7 +180,7 @@ class Builder:
                 "a residual unit adds its branch to the shortcut: put a layer in `residual "
                 "{ }`, or use `shortcut none` or a plain block", code="E308",
                 notes=[(b.span, "used here")]), b.path, sc.span)
-        s, kind = self.shortcut(sc, x, r, outer.within(b.path, "shortcut"))
+        s, kind = self.shortcut(sc, x, r, outer.within(b.path, "shortcut"), b.merge)
         try:
             out = self.add(f"{b.path}.{b.merge}", b.merge, {}, [r, s], b.merge_span or sc.span,
                            outer.within(b.path, "merge"),
@@ -195,16 +195,17 @@ class Builder:
             raise
         return self.seq(b.post, out, outer.within(b.path, "post"))
 
-    def shortcut(self, sc: ShortcutNode, x: str, r: str, ctx: Ctx) -> tuple[str, str]:
+    def shortcut(self, sc: ShortcutNode, x: str, r: str, ctx: Ctx, merge: str) -> tuple[str, str]:
         """The shortcut's output node and the kind it resolved to (`identity` where the
-        residual branch keeps the shape, unless the kind always projects)."""
+        residual branch keeps the channels and stride, unless the kind always projects; the
+        identity must then fit the merge: the same shape, or a gate's for `mul`)."""
         xs, rs = self.shape(x), self.shape(r)
         if sc.kind == "custom":
             return self.seq(sc.body, x, ctx), "custom"
         stride = self.branch_stride(x, r)
         same = xs[:1] == rs[:1] and stride == (1, 1)  # torchvision: stride 1, same channels
         if sc.kind == "identity" or (same and not sc.always):
-            if xs != rs:
+            if xs != rs and not _merges(merge, [rs, xs]):
                 hint = ("use `shortcut projection` (option B) or `shortcut pad` (option A)"
                         if sc.kind == "identity" else
                         "the branch keeps its channels and stride, so the shortcut is the "
@@ -253,6 +254,15 @@ class Builder:
         extra = rs[0] - xs[0]
         return self.add(sc.path, "pad", {"stride": stride[0], "pad_front": extra // 2,
                                          "pad_back": extra - extra // 2}, [x], sc.span, ctx)
+
+
+def _merges(merge: str, shapes: list) -> bool:
+    """Whether the merge op takes inputs of these shapes."""
+    try:
+        OPS[merge].shape({}, shapes)
+    except ShapeError:
+        return False
+    return True
 
 
 def _plain(v: Any) -> Any:

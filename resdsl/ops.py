@@ -113,6 +113,7 @@ class Op:
     look: Look
     params: tuple[P, ...] = ()          # a spec's positional order, then the IR's own
     channels: str | None = None         # attribute the builder sets to the input's channels
+    out_channels: Callable[[Attrs, int | None], int | None] = lambda a, c: c  # None: flat
     fill: Callable[[Attrs], None] | None = None   # defaults that depend on other attributes
     inputs: Callable[[Attrs], range] = field(default_factory=_one)
     cost: Callable[[Attrs, list[Shape], Shape], dict[str, int]] = free
@@ -251,6 +252,56 @@ def merge_shape(a: Attrs, ins: list[Shape]) -> Shape:
     return ins[0]
 
 
+def gate_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    """The inputs' common shape, where a Cx1x1 input (a gate) scales a CxHxW one."""
+    full = max(ins, key=prod)
+    for s in ins:
+        if s != full and not (len(s) == 3 and len(full) == 3 and s == (full[0], 1, 1)):
+            raise ShapeError(f"cannot multiply {'x'.join(map(str, s))} into "
+                             f"{'x'.join(map(str, full))}: the shapes must agree, or one be "
+                             "Cx1x1 for the other's C channels", code="E406",
+                             hint="a gate is a global `avgpool` branch ending in as many "
+                                  "channels as the map it scales")
+    return full
+
+
+def channel_conv_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    """The input's Cx1x1 (a pooled descriptor), unchanged."""
+    if len(ins[0]) != 3 or ins[0][1:] != (1, 1):
+        raise ShapeError(f"channel_conv works across the channels of a Cx1x1 descriptor, but "
+                         f"its input is {'x'.join(map(str, ins[0]))}", code="E404",
+                         hint="put a global `avgpool` before it, as ECA does")
+    return ins[0]
+
+
+def eca_kernel(a: Attrs) -> int:
+    """ECA's kernel size for C channels (timm EcaModule): t = int(|log2 C + beta| / gamma),
+    made odd and at least 3; or the `kernel` given."""
+    if a["kernel"] is not None:
+        return a["kernel"]
+    from math import log2
+    t = int(abs(log2(a["channels"]) + a["beta"]) / a["gamma"])
+    return max(t if t % 2 else t + 1, 3)
+
+
+def blur_padding(a: Attrs) -> int:
+    """timm BlurPool2d's reflect padding per side: ((s - 1) + (f - 1)) // 2."""
+    return ((a["stride"] - 1) + (a["filt_size"] - 1)) // 2
+
+
+def blurpool_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    """(C, ⌊(H + 2p − f) / s⌋ + 1, ...), p the reflect padding (smaller than H and W)."""
+    c, h, w = _map(ins[0], "blurpool")
+    p = blur_padding(a)
+    if min(h, w) <= p:
+        raise ShapeError(f"blurpool: reflect padding {p} needs an input larger than {p}, got "
+                         f"{h}x{w}", hint="use a larger input or a smaller filter",
+                         code="E402")
+    f, s = a["filt_size"], a["stride"]
+    return (c, _window(h, f, s, p, 1, False, "blurpool"), _window(w, f, s, p, 1, False,
+                                                                     "blurpool"))
+
+
 def gn_shape(a: Attrs, ins: list[Shape]) -> Shape:
     """The input's CxHxW; C divisible into the groups (or by the group size)."""
     c = _map(ins[0], "gn")[0]
@@ -344,6 +395,18 @@ def fc_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
                    macs=a["in_features"] * a["out"])
 
 
+def channel_conv_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """params k; MACs C·k (a 1-channel conv1d along C)."""
+    k = eca_kernel(a)
+    return _counts(params=k, macs=out[0] * k)
+
+
+def blurpool_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
+    """A fixed depthwise f×f conv: no parameters (the filter is not saved), MACs out·f·f
+    (as fvcore counts the conv it runs)."""
+    return _counts(macs=prod(out) * a["filt_size"] ** 2)
+
+
 def gn_cost(a: Attrs, ins: list[Shape], out: Shape) -> dict[str, int]:
     """params 2C (weight, bias) when affine; no buffers; 1 per element."""
     return _counts(params=2 * ins[0][0] if a["affine"] else 0, elementwise=prod(out))
@@ -356,14 +419,15 @@ def window_stride(a: Attrs) -> tuple[int, int]:
 
 
 def window_fill(a: Attrs) -> None:
-    """Windowed ops pad (k - 1) // 2 * dilation on each side by default: k // 2 for the odd
-    kernels of every ResNet ("same" size at stride 1), and no over-padding for even ones
-    (ResNet-D's 2x2 average pool); a pool's stride defaults to its kernel."""
+    """Windowed ops pad an odd kernel k // 2 * dilation on each side by default ("same" size
+    at stride 1, as every ResNet pads its 3x3 and 7x7 windows), and an even kernel not at all,
+    as PyTorch does (`avgpool 4x4` is F.avg_pool2d(x, 4)); a pool's stride defaults to its
+    kernel."""
     if a["kernel"] is None:
         return
     if a["padding"] is None:
         dil = a.get("dilation", (1, 1))
-        a["padding"] = tuple((k - 1) // 2 * d for k, d in zip(a["kernel"], dil))
+        a["padding"] = tuple(k // 2 * d if k % 2 else 0 for k, d in zip(a["kernel"], dil))
     if a["stride"] is None:
         a["stride"] = a["kernel"]
 
@@ -436,6 +500,15 @@ def fc_torch(t: Lowering) -> str:
             f"bias={t.lit(a['bias'])})")
 
 
+def channel_conv_torch(t: Lowering) -> str:
+    return f"{t.runtime('ChannelConv')}({t.slot('k', eca_kernel(t.a))})"
+
+
+def blurpool_torch(t: Lowering) -> str:
+    return (f"{t.runtime('BlurPool2d')}({t.slot('c', t.shape[0])}, "
+            f"{t.slot('f', t.a['filt_size'])}, {t.slot('s', t.a['stride'])})")
+
+
 def pad_torch(t: Lowering) -> str:
     a = t.a
     return (f"{t.runtime('PadShortcut')}({t.slot('s', a['stride'])}, "
@@ -482,6 +555,16 @@ _BN_PARAMS = (P("zero_init", BOOL, False, flag=True), P("eps", FLOAT, 1e-5),
               P("momentum", FLOAT, 0.1))
 _RELU = P("relu", BOOL, False)
 _AT = (None, "mid", "post", "pre")   # where a fused op adds its residual (None: no residual)
+ACT = ("#dff0da", "#5a8f4a")
+
+
+def _activation(name: str, doc: str, module: str, *params: P) -> Op:
+    """An element-wise activation: nn.<module>, its parameters where not PyTorch's default."""
+    def torch(t: Lowering) -> str:
+        given = [f"{p.name}={t.lit(t.a[p.name])}" for p in params if t.a[p.name] != p.default]
+        return f"nn.{module}({', '.join(given)})"
+    return Op(name, doc, "layer", same(name), Look(*ACT), params, cost=per_element,
+              torch=torch)
 
 
 def _residual_inputs(a: Attrs) -> range:
@@ -493,7 +576,8 @@ def _residual_inputs(a: Attrs) -> range:
 OPS: dict[str, Op] = {op.name: op for op in (
     Op("input", "the network's input", "io", given, Look(*IO), inputs=_one(0)),
     Op("conv", "2-d convolution", "layer", conv_shape, Look(*CONV, conv_text, heavy=True),
-       _CONV_PARAMS, channels="in_channels", fill=window_fill, cost=conv_cost,
+       _CONV_PARAMS, channels="in_channels", out_channels=lambda a, c: a["out"],
+       fill=window_fill, cost=conv_cost,
        stride=window_stride, torch=conv_torch, overwritable=lambda a: True,
        fusion="takes in the BN after it (fold.py)"),
     Op("bn", "batch normalisation; zero_init starts gamma at 0 on request", "layer",
@@ -507,9 +591,34 @@ OPS: dict[str, Op] = {op.name: op for op in (
        (P("groups", POS), P("group_size", POS), P("eps", FLOAT, 1e-5), P("affine", BOOL, True),
         P("zero_init", BOOL, False, flag=True)),
        fill=gn_fill, cost=gn_cost, torch=gn_torch),
-    Op("relu", "rectified linear unit", "layer", same("relu"), Look("#dff0da", "#5a8f4a"),
+    Op("relu", "rectified linear unit", "layer", same("relu"), Look(*ACT),
        cost=per_element, torch=lambda t: f"nn.ReLU(inplace={t.lit(t.inplace)})",
        fusion="joins the bn (or add) before it as relu=True (fuse.py)"),
+    _activation("sigmoid", "logistic sigmoid 1 / (1 + exp(-x)): SE's and ECA's gate", "Sigmoid"),
+    _activation("silu", "x · sigmoid(x) (swish)", "SiLU"),
+    _activation("gelu", "Gaussian error linear unit (exact, erf form)", "GELU"),
+    _activation("tanh", "hyperbolic tangent", "Tanh"),
+    _activation("hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3's gate)", "Hardsigmoid"),
+    _activation("leaky_relu", "max(x, 0) + negative_slope · min(x, 0)", "LeakyReLU",
+                P("negative_slope", FLOAT, 0.01)),
+    Op("identity", "its input, unchanged (a named no-op, as nn.Identity)", "layer",
+       same("identity"), Look(*PLAIN), torch=lambda t: "nn.Identity()"),
+    Op("drop_path", "stochastic depth per sample (timm DropPath): in training, zero a "
+       "sample's branch with probability p and scale the rest by 1 / (1 - p); in eval, the "
+       "identity", "layer", same("drop_path"),
+       Look(*PLAIN, lambda a, table: f"drop path {a['p']}"), (P("p", PROB, 0.0),),
+       cost=per_element, torch=lambda t: f"{t.runtime('DropPath')}({t.lit(t.a['p'])})"),
+    Op("channel_conv", "ECA's 1-d conv across the channels of a Cx1x1 descriptor, no bias; "
+       "kernel by timm's rule from C (odd, >= 3) unless given", "layer", channel_conv_shape,
+       Look(*CONV, lambda a, table: f"{eca_kernel(a)}-tap channel conv"),
+       (P("kernel", POS), P("gamma", FLOAT, 2.0), P("beta", FLOAT, 1.0)), channels="channels",
+       cost=channel_conv_cost, torch=channel_conv_torch),
+    Op("blurpool", "anti-aliased downsampling (timm BlurPool2d): reflect padding, then a "
+       "fixed binomial filt_size x filt_size blur per channel at the stride", "layer",
+       blurpool_shape, Look(*POOL, lambda a, table: f"{a['filt_size']}×{a['filt_size']} blur "
+                            f"pool{_stride((a['stride'],) * 2)}", heavy=True),
+       (P("filt_size", POS, 3), P("stride", POS, 2)), cost=blurpool_cost,
+       stride=lambda a: (a["stride"], a["stride"]), torch=blurpool_torch),
     Op("maxpool", "max pooling; stride defaults to the kernel", "layer", pool_shape("maxpool"),
        Look(*POOL, pool_text("max"), heavy=True),
        (P("kernel", PAIR, REQUIRED), P("stride", PAIR), P("padding", PAIR),
@@ -524,9 +633,10 @@ OPS: dict[str, Op] = {op.name: op for op in (
     Op("fc", "fully connected; a Cx1x1 input is flattened first", "layer", fc_shape,
        Look("#f6dcd8", "#a8524a", lambda a, table: f"fc {a['out']}", heavy=True),
        (P("out", POS, REQUIRED), P("bias", BOOL, True)), channels="in_features",
+       out_channels=lambda a, c: a["out"],
        cost=fc_cost, torch=fc_torch, flatten_input=True),
     Op("flatten", "flatten to one dimension per sample", "layer", flatten_shape, Look(*PLAIN),
-       torch=lambda t: "nn.Flatten()"),
+       out_channels=lambda a, c: None, torch=lambda t: "nn.Flatten()"),
     Op("dropout", "dropout with probability p", "layer", same("dropout"),
        Look(*PLAIN, lambda a, table: f"dropout {a['p']}"), (P("p", PROB, 0.5),),
        torch=lambda t: f"nn.Dropout({t.lit(t.a['p'])})"),
@@ -535,6 +645,10 @@ OPS: dict[str, Op] = {op.name: op for op in (
        inputs=lambda a: range(2, MANY), cost=per_pair, infix="+",
        overwritable=lambda a: True,
        fusion="joins a bn_act (or conv_act) as its residual add (fuse.py, fold.py)"),
+    Op("mul", "the product of its inputs: a Cx1x1 gate (port 0, the residual branch) scales "
+       "a CxHxW map (port 1, the shortcut), as squeeze-and-excitation does", "merge",
+       gate_shape, Look("#ffffff", "#333333", lambda a, table: "\u00d7", junction=True),
+       inputs=lambda a: range(2, MANY), cost=per_pair, infix="*"),
     Op("pad", "option A shortcut: x[:, :, ::s, ::s] with zero channels added", "shortcut",
        pad_shape, Look("#ffffff", "#777777", lambda a, table:
                        f"zero-pad +{a['pad_front'] + a['pad_back']}"

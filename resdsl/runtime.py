@@ -32,6 +32,70 @@ class PadShortcut(nn.Module):
         return f"stride={self.stride}, front={self.front}, back={self.back}"
 
 
+class DropPath(nn.Module):
+    """Stochastic depth per sample (timm DropPath): in training each sample's input is zeroed
+    with probability `p` and the rest scaled by 1 / (1 - p); in eval, the identity."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        if keep > 0.0:
+            mask.div_(keep)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class ChannelConv(nn.Conv1d):
+    """ECA's channel conv (timm EcaModule.conv): a 1-channel conv1d of kernel k along the C
+    channels of an N x C x 1 x 1 descriptor, no bias; the weight is (1, 1, k) as timm's."""
+
+    def __init__(self, kernel_size: int):
+        super().__init__(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        return super().forward(x.view(n, 1, -1)).view(n, -1, 1, 1)
+
+
+class BlurPool2d(nn.Module):
+    """Anti-aliased downsampling (Zhang 2019; timm BlurPool2d): reflect-pad, then blur each
+    channel with a fixed binomial filt_size x filt_size filter at the stride. The filter is a
+    buffer left out of the state_dict, as timm's."""
+
+    def __init__(self, channels: int, filt_size: int = 3, stride: int = 2):
+        super().__init__()
+        self.channels, self.filt_size, self.stride = channels, filt_size, stride
+        self.padding = [((stride - 1) + (filt_size - 1)) // 2] * 4
+        self.register_buffer("filt", torch.empty(channels, 1, filt_size, filt_size),
+                             persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.filt.is_meta:
+            return
+        from math import comb
+        coeffs = torch.tensor([comb(self.filt_size - 1, k) for k in range(self.filt_size)],
+                              dtype=torch.float32) / 2 ** (self.filt_size - 1)
+        blur = (coeffs[:, None] * coeffs[None, :])[None, None]
+        with torch.no_grad():
+            self.filt.copy_(blur.repeat(self.channels, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, self.padding, mode="reflect")
+        return F.conv2d(x, self.filt, stride=self.stride, groups=self.channels)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, filt_size={self.filt_size}, stride={self.stride}"
+
+
 RESIDUAL_AT = ("pre", "mid", "post")
 
 

@@ -394,7 +394,8 @@ def _one(layer: str, shape=(2, 10, 10)) -> tuple[int, ...]:
     # explicit padding 0: 10 - 2 * 3 = 4
     ("conv 8, 3x3, dilation = 3, padding = 0", (2, 10, 10), (8, 4, 4)),
     ("conv 8, 5x3, dilation = 2x1, padding = 0", (2, 10, 10), (8, 2, 8)),
-    ("conv 8, 4x4", (2, 10, 10), (8, 9, 9)),
+    # an even kernel pads 0 by default, as nn.Conv2d(2, 8, 4): 10 - 4 + 1 = 7
+    ("conv 8, 4x4", (2, 10, 10), (8, 7, 7)),
 ])
 def test_window_sizes(layer, shape, want):
     assert _one(layer, shape) == want

@@ -32,7 +32,7 @@ def test_every_record_is_complete(name):
 
 def test_the_spec_vocabulary_comes_from_the_table():
     assert list(ops.LAYERS) == [k for k, op in OPS.items() if op.kind == "layer"]
-    assert ops.MERGES == ("add",) and ops.DEFAULT_MERGE in ops.MERGES
+    assert ops.MERGES == ("add", "mul") and ops.DEFAULT_MERGE in ops.MERGES
     assert set(ops.SHORTCUTS) == {"identity", "pad", "projection", "avgdown", "none"}
 
 
@@ -69,7 +69,7 @@ GATED = """
 block gated(planes) {
   residual { conv planes, 3x3; bn }
   shortcut identity
-  merge mul
+  merge sub
   relu
 }
 network net {
@@ -80,17 +80,18 @@ network net {
 
 
 @pytest.fixture
-def mul(monkeypatch):
-    """A `mul` merge, x * y, as one more record (what issue 14's gates need)."""
+def sub(monkeypatch):
+    """A merge written as one more record: `sub`, x - y (the `mul` of issue 14 joined the
+    same way)."""
     record = dataclasses.replace(
-        OPS["add"], name="mul", doc="the product of its inputs", infix="*", fusion="",
-        look=Look("#ffffff", "#333333", lambda a, table: "\u00d7", junction=True))
-    monkeypatch.setitem(OPS, "mul", record)
-    monkeypatch.setattr(check, "MERGES", (*ops.MERGES, "mul"))
+        OPS["add"], name="sub", doc="the residual branch less the shortcut", infix="-",
+        fusion="", look=Look("#ffffff", "#333333", lambda a, table: "\u2212", junction=True))
+    monkeypatch.setitem(OPS, "sub", record)
+    monkeypatch.setattr(check, "MERGES", (*ops.MERGES, "sub"))
     return record
 
 
-def test_a_new_merge_op_joins_without_touching_the_backends(mul):
+def test_a_new_merge_op_joins_without_touching_the_backends(sub):
     torch = pytest.importorskip("torch")
     import resdsl
     from resdsl import ir
@@ -98,18 +99,18 @@ def test_a_new_merge_op_joins_without_touching_the_backends(mul):
     from resdsl.pipeline import check_text
 
     g = check_text(GATED).graphs["net"]
-    assert g.nodes["s.0.mul"]["op"] == "mul" and g.nodes["s.0.mul"]["elementwise"] == 4 * 8 * 8
-    assert "s.0.mul = mul() : 4x8x8 <- s.0.bn1, input [identity]" in ir.to_text(g)
-    assert "mul" in summary.table(g, depth=3)
-    assert 'label="\u00d7"' in draw.to_dot(g, "block").source
+    assert g.nodes["s.0.sub"]["op"] == "sub" and g.nodes["s.0.sub"]["elementwise"] == 4 * 8 * 8
+    assert "s.0.sub = sub() : 4x8x8 <- s.0.bn1, input [identity]" in ir.to_text(g)
+    assert "sub" in summary.table(g, depth=3)
+    assert 'label="\u2212"' in draw.to_dot(g, "block").source
     source, _, lowered = resdsl.emit_python(GATED)
-    assert "out *= identity" in source          # not fused: bn_act adds, it does not multiply
-    assert any(d["op"] == "mul" for _, d in lowered.nodes(data=True))
+    assert "out -= identity" in source          # not fused: bn_act adds, it does not subtract
+    assert any(d["op"] == "sub" for _, d in lowered.nodes(data=True))
     model = resdsl.build(GATED).eval()
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         block = model.s[0]
-        want = torch.relu(block.bn1(block.conv1(x)) * x)
+        want = torch.relu(block.bn1(block.conv1(x)) - x)
         torch.testing.assert_close(block(x), want)
 
 
