@@ -35,7 +35,7 @@ from torch import nn
 # Names the generated module-level code uses itself.
 _TAKEN = {"torch", "nn", "F", "PadShortcut", "projection", "avg_down", "init_weights",
           "OrderedDict", "Optional", "BatchNormAct2d", "Conv2dAct",
-          "fold_state_dict"}
+          "fold_state_dict", "DropPath", "ChannelConv", "BlurPool2d"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,6 +84,84 @@ def _get(owner: str, name: str) -> str:
 
 def _set(name: str, expr: str) -> str:
     return f"self.{name} = {expr}" if safe_attr(name) else f"self.add_module({name!r}, {expr})"
+
+
+def slot_key(name: str) -> str:
+    """A layer's name as the prefix of its constructor's slots: an identifier."""
+    key = re.sub(r"\W", "_", name)
+    return f"n{key}" if key[:1].isdigit() else key
+
+
+class Containers:
+    """Dotted layer names (`conv1.0`, a spec's label) as nested nn.Sequential containers, as
+    timm's deep stem is: each container is built where its first member stands, and called
+    once where its members run together in order, else member by member (`self.conv1[3]`)."""
+
+    def __init__(self, names: list[str]):
+        self.children: dict[str, list[str]] = {}
+        self.leaves: dict[str, set[str]] = {}
+        for name in names:
+            parts = name.split(".")
+            for i in range(1, len(parts)):
+                keys = self.children.setdefault(".".join(parts[:i]), [])
+                if parts[i] not in keys:
+                    keys.append(parts[i])
+            if len(parts) > 1:
+                self.leaves.setdefault(parts[0], set()).add(name)
+
+    def access(self, owner: str, name: str) -> str:
+        parts = name.split(".")
+        expr = _get(owner, parts[0])
+        for i in range(1, len(parts)):
+            expr += f"[{self.children['.'.join(parts[:i])].index(parts[i])}]"
+        return expr
+
+    def assignments(self, items: list[tuple[str, str]],
+                    comments: dict[str, str] | None = None) -> list[str]:
+        """`self.name = expr` of each (name, constructor) pair, containers in place, each
+        line with the comment of its first member."""
+        exprs, out, done = dict(items), [], set()
+        for name, _ in items:
+            top = name.split(".")[0]
+            if top not in done:
+                done.add(top)
+                note = (comments or {}).get(name)
+                out.append(_set(top, self._build(top, exprs)) + (f"  # {note}" if note else ""))
+        return out
+
+    def _build(self, path: str, exprs: dict[str, str]) -> str:
+        if path in exprs:
+            return exprs[path]
+        keys = self.children[path]
+        parts = [self._build(f"{path}.{k}", exprs) for k in keys]
+        if keys == [str(i) for i in range(len(keys))]:
+            return "nn.Sequential(" + ", ".join(parts) + ")"
+        return ("nn.Sequential(OrderedDict([" + ", ".join(f"({k!r}, {e})" for k, e in
+                                                         zip(keys, parts)) + "]))")
+
+    def runs(self, steps: list["Step"]) -> list["Step"]:
+        """The steps with each container whose members all run here, in a row and in order,
+        and take nothing else (no flatten, no residual), as one step."""
+        out: list[Step] = []
+        i = 0
+        while i < len(steps):
+            top = steps[i].name.split(".")[0]
+            j = i
+            while j < len(steps) and steps[j].name.split(".")[0] == top and "." in \
+                    steps[j].name and not (steps[j].flatten or steps[j].residual):
+                j += 1
+            run = steps[i:j]
+            if run and [s.name for s in run] == sorted(self.leaves[top], key=self._order):
+                out.append(Step("layer", top, node=run[-1].node))
+                i = j
+            else:
+                out.append(steps[i])
+                i += 1
+        return out
+
+    def _order(self, name: str) -> list[int]:
+        parts = name.split(".")
+        return [self.children[".".join(parts[:k])].index(parts[k]) for k in range(1, len(parts))]
 
 
 # ---- layers --------------------------------------------------------------------------------
@@ -249,7 +327,8 @@ class Emitter:
                     if kind == "scope":
                         out[-1].append(Step("block", name, block=path))
                     else:
-                        out[-1].append(Step("layer", name, layer_ctor(self.g, path, name, self.keep),
+                        out[-1].append(Step("layer", name, layer_ctor(self.g, path,
+                                                                      slot_key(name), self.keep),
                                             _needs_flatten(self.g, path), residual=path == merge,
                                             node=path))
             self._steps[b] = (out[0], out[1], out[2])
@@ -399,7 +478,7 @@ class Emitter:
             if s.ctor:
                 out.append(s.ctor)
                 continue
-            key = s.name
+            key = slot_key(s.name)
             while any(k.startswith(key + "_") for k in taken):
                 key += "_"
             assert s.block is not None
@@ -439,8 +518,10 @@ class Emitter:
         lines.append("        super().__init__()")
         names = {slot: p for slot, p in cls.params.items()}
         steps = pre + res + post
-        for s, c in zip(steps, self.step_ctors(steps)):
-            lines.append("        " + _set(s.name, c.render(names, cls.constants)))
+        self.boxes = Containers([s.name for s in steps])
+        lines += ["        " + line for line in self.boxes.assignments(
+            [(s.name, c.render(names, cls.constants))
+             for s, c in zip(steps, self.step_ctors(steps))])]
         if True in sc_kinds:
             lines.append(f"        self.{sc} = {sc}")
         lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
@@ -460,6 +541,8 @@ class Emitter:
         """A block's forward: pre-layers on x, the residual branch on `out`, the shortcut as
         `identity` (given to the fused node that merges it, else merged by the merge op's
         operator, in place where the branch's last output may be overwritten), then post."""
+        pre, post = self.boxes.runs(pre), self.boxes.runs(post)
+        res = res if res is None else self.boxes.runs(res)
         out = [self.call(s, "x") for s in pre]
         if res is None or (not res and not sc):
             return out + [self.call(s, "x") for s in post] + ["return x"]
@@ -490,7 +573,8 @@ class Emitter:
         src = src or var
         lines = f"{src} = torch.flatten({src}, 1)\n" if s.flatten else ""
         args = f"{src}, identity" if s.residual else src
-        return f"{lines}{var} = {_get('self', s.name)}({args})".replace("\n", "\n        ")
+        return f"{lines}{var} = {self.boxes.access('self', s.name)}({args})".replace(
+            "\n", "\n        ")
 
     def block_ctor(self, b: str, key: str) -> Ctor:
         """A block's constructor call, its class's parameters and its shortcut as slots: at
@@ -516,24 +600,31 @@ class Emitter:
     def network(self, features: list[str] | None) -> list[str]:
         name = self.class_name(self.g.graph["name"])
         self.network_class = name
-        init, fwd = [], []
+        items, steps, comments = [], [], {}
         for attr, (kind, path) in self.top_level():
             rec = self.s.scopes.get(path) if kind == "scope" else None
             if rec is not None and rec["kind"] == "stage":
                 blocks = ",\n            ".join(self.instance_expr(b)
                                                 for _, b in self.s.items(path))
-                init.append(_set(attr, f"nn.Sequential(\n            {blocks},\n        )"))
+                items.append((attr, f"nn.Sequential(\n            {blocks},\n        )"))
             elif rec is not None:
-                init.append(_set(attr, self.instance_expr(path)))
+                items.append((attr, self.instance_expr(path)))
             else:
-                ctor = layer_ctor(self.g, path, attr, self.keep).render({})
-                init.append(_set(attr, ctor) + f"  # {_comment(_where(self.g.nodes[path]['span']))}")
-                if _needs_flatten(self.g, path):
-                    fwd.append("x = torch.flatten(x, 1)")
-            fwd.append(f"x = {_get('self', attr)}(x)")
-            if features and attr in features:
+                items.append((attr, layer_ctor(self.g, path, slot_key(attr), self.keep).render({})))
+                comments[attr] = _comment(_where(self.g.nodes[path]["span"]))
+            steps.append(Step("layer", attr, flatten=kind == "node" and _needs_flatten(self.g, path),
+                              residual=bool(features and attr in features)))
+            if features and attr == features[-1]:   # a features model stops there
+                break
+        self.boxes = Containers([attr for attr, _ in items])
+        init, fwd = self.boxes.assignments(items, comments), []
+        for step in self.boxes.runs(steps):
+            if step.flatten:
+                fwd.append("x = torch.flatten(x, 1)")
+            fwd.append(f"x = {self.boxes.access('self', step.name)}(x)")
+            if features and step.name in features:
                 fwd.append("features.append(x)")
-                if attr == features[-1]:
+                if step.name == features[-1]:
                     break
         lines = [f"class {name}(nn.Module):",
                  f'    """network {self.g.graph["name"]}: input '
@@ -624,8 +715,7 @@ class Emitter:
         imports = ""
         if standalone:  # (kernels.py's Triton signatures are read as strings)
             imports += "from __future__ import annotations\n\n"
-        if any(rec["kind"] == "block" and (rec["shortcut"] or {}).get("kind") == "custom"
-               for rec in self.s.scopes.values()):
+        if any("OrderedDict([" in line for line in body):
             imports += "from collections import OrderedDict\n\n"
         head = HEADER.format(title=title, version=self.version, source=_comment(self.spec_file),
                              imports=imports)

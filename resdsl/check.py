@@ -11,8 +11,22 @@ from typing import Iterable
 from . import nodes as n
 from .errors import Collector, ResdslError, Span, SpecNameError, SpecValueError, did_you_mean
 from .loader import Scope
-from .nodes import head_span, names_in
+from .functions import FUNCTIONS
+from .nodes import branches, functions_in, head_span, names_in
 from .ops import LAYERS, MERGES, REQUIRED, SHORTCUTS
+
+# Names elaboration defines (resdsl/elaborate.py says what each is).
+STAGE_NAMES = ("index", "block_index", "num_blocks")
+BUILTIN_NAMES = {
+    "in_channels": "`in_channels` is the channel count of a block's input, known inside a "
+                   "block whose input has channels (not after a `flatten`)",
+    "index": "`index` (a block's place in its stage, from 0) is defined in a stage's block "
+             "arguments: `stage s = 4 x b(64, rate = index * 0.1)`",
+    "block_index": "`block_index` (a block's place among all the network's stage blocks, from "
+                   "0) is defined in a stage's block arguments",
+    "num_blocks": "`num_blocks` (the number of stage blocks in the network) is defined in a "
+                  "stage's block arguments",
+}
 
 
 def check_scope(scope: Scope, bindings: Bindings | None = None) -> list[ResdslError]:
@@ -111,16 +125,19 @@ class _Definition:
         if isinstance(d, n.BlockDef) and d.name in LAYERS:
             self.errors.add(SpecNameError(f"block '{d.name}' has the name of a built-in layer",
                                           d.name_span, "choose another name", code="E202"))
-        local: set[str] = set()
+        local: set[str] = {"in_channels"} if isinstance(d, n.BlockDef) else set()
+        declared: set[str] = set()
         for p in d.params:
-            if p.name in local:
+            if p.name in declared:
                 self.errors.add(SpecNameError(f"parameter '{p.name}' is declared twice", p.span,
                                               code="E202"))
             if p.default is not None:
                 self.expr(p.default, local)
             local.add(p.name)
+            declared.add(p.name)
         if isinstance(d, n.BlockDef):
-            self.block_structure(d.body)
+            for err in _path_structure_errors(d.body):
+                self.errors.add(err)
         self.stmts(d.body, local)
 
     def stmts(self, body: Iterable, local: set[str]) -> None:
@@ -145,9 +162,15 @@ class _Definition:
             elif isinstance(st, n.Stage):
                 if st.count is not None:
                     self.expr(st.count, local)
-                self.call(st.call, local)
+                self.call(st.call, local | set(STAGE_NAMES))
             elif isinstance(st, n.Input):
                 self.expr(st.shape, local)
+            elif isinstance(st, n.If):
+                self.expr(st.cond, local)
+                inner = set(local)
+                self.stmts(st.then, inner)
+                self.stmts(st.orelse, inner)
+                local |= inner
 
     def layer(self, st: n.Layer, local: set[str]) -> None:
         for a in st.args:
@@ -223,46 +246,27 @@ class _Definition:
     def expr(self, e: n.Expr, local: set[str]) -> None:
         for x in names_in(e):
             if x.id not in local and self.scope.lookup(x.id) is None:
+                known = x.id in BUILTIN_NAMES
                 self.errors.add(SpecNameError(
-                    f"unknown name '{x.id}'", x.span,
+                    f"'{x.id}' has no value here" if known else f"unknown name '{x.id}'",
+                    x.span, BUILTIN_NAMES[x.id] if known else
                     did_you_mean(x.id, list(local) + list(self.scope.names)), code="E201"))
+        for f in functions_in(e):
+            if f.name not in FUNCTIONS:
+                self.errors.add(SpecNameError(
+                    f"unknown function '{f.name}'", f.span,
+                    did_you_mean(f.name, list(FUNCTIONS)) or f"functions: "
+                    f"{', '.join(FUNCTIONS)}", code="E201"))
 
     def sequence(self, body: Iterable, where: str) -> None:
-        """A branch or group is a plain sequence of layers and lets."""
-        for inner in body:
-            if isinstance(inner, (n.Residual, n.Shortcut, n.Merge)):
-                self.errors.add(SpecValueError(
-                    f"`residual`, `shortcut` and `merge` cannot appear inside {where}",
-                    inner.span, "put the nested unit in a block of its own and use it",
-                    code="E308"))
-
-    def block_structure(self, body: tuple) -> None:
-        """Order inside a block: [layers] residual shortcut [merge] [layers]."""
-        seen: dict[type, n.Stmt] = {}
-        for st in body:
-            kind = type(st)
-            if kind in (n.Residual, n.Shortcut, n.Merge) and kind in seen:
-                self._structure(f"a block has one `{_word(kind)}`", st,
-                                notes=[(seen[kind].span, "first here")])
-            if kind is n.Shortcut and n.Residual not in seen:
-                self._structure("`shortcut` comes after a `residual { ... }` branch", st)
-            if kind is n.Merge and n.Shortcut not in seen:
-                self._structure("`merge` comes after `shortcut`", st)
-            if kind is n.Merge and n.Shortcut in seen and getattr(seen[n.Shortcut], "kind", "") == "none":
-                self._structure("`shortcut none` has nothing to merge", st,
-                                hint="remove the `merge` line")
-            if kind is n.Layer and n.Residual in seen and n.Merge not in seen and not (
-                    n.Shortcut in seen and getattr(seen[n.Shortcut], "kind", "") == "none"):
-                self._structure("a layer between `residual` and `merge`", st,
-                                hint="move it into the residual branch, or after `merge`")
-            seen.setdefault(kind, st)
-        if n.Residual in seen and n.Shortcut not in seen:
-            self._structure("a `residual` branch needs a `shortcut`", seen[n.Residual],
-                            hint="add `shortcut identity`, `shortcut projection`, "
-                                 "`shortcut pad` or `shortcut none`")
-
-    def _structure(self, msg: str, st, hint: str | None = None, notes=()) -> None:
-        self.errors.add(SpecValueError(msg, st.span, hint, code="E308", notes=notes))
+        """A branch or group is a plain sequence of layers and lets (and `if`s of them)."""
+        for stmts in branches(body):
+            for inner in stmts:
+                if isinstance(inner, (n.Residual, n.Shortcut, n.Merge)):
+                    self.errors.add(SpecValueError(
+                        f"`residual`, `shortcut` and `merge` cannot appear inside {where}",
+                        inner.span, "put the nested unit in a block of its own and use it",
+                        code="E308"))
 
     def _try(self, fn):
         try:
@@ -270,6 +274,65 @@ class _Definition:
         except ResdslError as e:
             self.errors.add(e)
             return None
+
+
+MAX_PATHS = 64   # the `if` paths through one block body whose structure check() checks
+
+
+def _path_structure_errors(body: tuple) -> list[ResdslError]:
+    """The structure errors of every way through the body's `if`s (up to MAX_PATHS of them;
+    elaboration checks the one taken in any case), each reported once."""
+    found: dict[tuple, ResdslError] = {}
+    for path in _paths(body, MAX_PATHS) or []:
+        for e in structure_errors(path):
+            found.setdefault((e.message, e.span), e)
+    return list(found.values())
+
+
+def _paths(body: tuple, limit: int) -> list[list] | None:
+    """The statement sequences a body can take, choosing a branch at each `if`; None where
+    there would be more than `limit`."""
+    paths: list[list] = [[]]
+    for st in body:
+        if not isinstance(st, n.If):
+            for p in paths:
+                p.append(st)
+            continue
+        then, orelse = _paths(st.then, limit), _paths(st.orelse, limit)
+        if then is None or orelse is None or len(paths) * (len(then) + len(orelse)) > limit:
+            return None
+        paths = [p + o for p in paths for o in then + orelse]
+    return paths
+
+
+def structure_errors(body: Iterable) -> list[ResdslError]:
+    """Order inside a block: [layers] residual shortcut [merge] [layers]."""
+    errors: list[ResdslError] = []
+    seen: dict[type, n.Stmt] = {}
+
+    def bad(msg: str, st, hint: str | None = None, notes=()) -> None:
+        errors.append(SpecValueError(msg, st.span, hint, code="E308", notes=notes))
+
+    for st in body:
+        kind = type(st)
+        if kind in (n.Residual, n.Shortcut, n.Merge) and kind in seen:
+            bad(f"a block has one `{_word(kind)}`", st, notes=[(seen[kind].span, "first here")])
+        if kind is n.Shortcut and n.Residual not in seen:
+            bad("`shortcut` comes after a `residual { ... }` branch", st)
+        if kind is n.Merge and n.Shortcut not in seen:
+            bad("`merge` comes after `shortcut`", st)
+        if kind is n.Merge and getattr(seen.get(n.Shortcut), "kind", "") == "none":
+            bad("`shortcut none` has nothing to merge", st, hint="remove the `merge` line")
+        if kind is n.Layer and n.Residual in seen and n.Merge not in seen and \
+                getattr(seen.get(n.Shortcut), "kind", "") != "none":
+            bad("a layer between `residual` and `merge`", st,
+                hint="move it into the residual branch, or after `merge`")
+        seen.setdefault(kind, st)
+    if n.Residual in seen and n.Shortcut not in seen:
+        bad("a `residual` branch needs a `shortcut`", seen[n.Residual],
+            hint="add `shortcut identity`, `shortcut projection`, `shortcut pad` or "
+                 "`shortcut none`")
+    return errors
 
 
 def _is_flag(kind: str, name: str) -> bool:
@@ -308,7 +371,9 @@ def _block_uses(d: n.BlockDef, scope: Scope):
     stack: list = list(d.body)
     while stack:
         st = stack.pop()
-        if isinstance(st, n.Residual):
+        if isinstance(st, n.If):
+            stack += list(st.then) + list(st.orelse)
+        elif isinstance(st, n.Residual):
             stack += list(st.body)
         elif isinstance(st, n.Shortcut) and st.body:
             stack += list(st.body)

@@ -7,10 +7,11 @@ blocks before the rest are built), so a repeat count of 10**12 costs nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 from . import nodes as n
-from .check import Bindings
+from .check import BUILTIN_NAMES, STAGE_NAMES, Bindings, bind, structure_errors
+from .functions import FUNCTIONS, VARIADIC
 from .errors import (LimitError, ResdslError, Span, SpecNameError, SpecValueError,
                      did_you_mean)
 from .ops import BOOL, DEFAULT_MERGE, FLOAT, INT, LAYERS, NONNEG, PAIR, PROB, REQUIRED, SHORTCUTS
@@ -124,6 +125,7 @@ Node = Union[LayerNode, BlockNode, GroupNode, StageNode]
 
 # ---- environments --------------------------------------------------------------------------
 
+
 class Env:
     """Variables of one definition body (parameters and lets) over its module's scope."""
 
@@ -137,6 +139,9 @@ class Env:
             return self.vars[name]
         found = self.scope.lookup(name)
         if found is None:
+            if name in BUILTIN_NAMES:
+                raise SpecNameError(f"'{name}' has no value here", span, BUILTIN_NAMES[name],
+                                    code="E201")
             raise SpecNameError(f"unknown name '{name}'", span, did_you_mean(name, self.names()),
                                 code="E201")
         defn, scope = found
@@ -164,8 +169,19 @@ def evaluate(e: n.Expr, env: Env) -> Value:
     if isinstance(e, n.Neg):
         v = _number(evaluate(e.operand, env), e.operand.span, "negate")
         return _check_int(-v, e.span)
+    if isinstance(e, n.Not):
+        return not _boolean(evaluate(e.operand, env), e.operand.span, "not")
+    if isinstance(e, n.BinOp) and e.op in ("and", "or"):
+        left = _boolean(evaluate(e.left, env), e.left.span, e.op)
+        if left == (e.op == "or"):     # decided by the left operand alone
+            return left
+        return _boolean(evaluate(e.right, env), e.right.span, e.op)
+    if isinstance(e, n.BinOp) and e.op in COMPARISONS:
+        return _compare(e, evaluate(e.left, env), evaluate(e.right, env))
     if isinstance(e, n.BinOp):
         return _binop(e, evaluate(e.left, env), evaluate(e.right, env))
+    if isinstance(e, n.Func):
+        return _call(e, env)
     if isinstance(e, n.ListExpr):
         return tuple(evaluate(x, env) for x in e.items)
     if isinstance(e, n.Dims):
@@ -173,6 +189,74 @@ def evaluate(e: n.Expr, env: Env) -> Value:
     if isinstance(e, n.Index):
         return _index(e, evaluate(e.target, env), evaluate(e.index, env))
     raise AssertionError(f"unknown expression node {e!r}")
+
+
+COMPARISONS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+               "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+               ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
+def _boolean(v: Value, span: Span, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise SpecValueError(f"`{what}` needs true or false, not {describe(v)}", span,
+                             "compare it to get a boolean, e.g. `stride != 1`", code="E304")
+    return v
+
+
+def _compare(e: n.BinOp, a: Value, b: Value) -> bool:
+    """Numbers compare by value; `==` and `!=` also compare booleans, lists, sizes and
+    blocks (the same definition)."""
+    if e.op in ("==", "!="):
+        if isinstance(a, bool) != isinstance(b, bool):
+            return e.op == "!="
+        return COMPARISONS[e.op](a, b)
+    x = _number(a, e.left.span, f"compare ({e.op})")
+    y = _number(b, e.right.span, f"compare ({e.op})")
+    return COMPARISONS[e.op](x, y)
+
+
+def _call(e: n.Func, env: Env) -> Value:
+    """A built-in function's value (resdsl/functions.py); its arguments bound like a
+    layer's, each checked to be a number (or a list where it takes one)."""
+    f = FUNCTIONS.get(e.name)
+    if f is None:
+        raise SpecNameError(f"unknown function '{e.name}'", e.span,
+                            did_you_mean(e.name, list(FUNCTIONS))
+                            or f"functions: {', '.join(FUNCTIONS)}", code="E201")
+    if f.params == VARIADIC:
+        if any(a.name is not None for a in e.args) or not e.args:
+            raise SpecNameError(f"`{e.name}` takes one or more values (or one list)", e.span,
+                                code="E204")
+        values = [evaluate(a.value, env) for a in e.args]
+        if len(values) == 1 and isinstance(values[0], tuple) \
+                and not isinstance(values[0], DimsValue) and values[0]:
+            values, spans = list(values[0]), [e.args[0].span] * len(values[0])
+        else:
+            spans = [a.span for a in e.args]
+        return f.fn(_number(v, sp, f"take the {e.name} of") for v, sp in zip(values, spans))
+    bound = bind(list(f.params), e.args, f"`{e.name}`", e.span)
+    missing = [p for p in f.params if p not in bound and p not in f.defaults]
+    if missing:
+        raise SpecNameError(f"`{e.name}` needs its '{missing[0]}' argument", e.span,
+                            f"usage: {e.name}({', '.join(f.params)})", code="E204")
+    args = {p: evaluate(bound[p].value, env) if p in bound else f.defaults[p] for p in f.params}
+    for p, v in args.items():
+        span = bound[p].value.span if p in bound else e.span
+        if f.number_args:
+            _number(v, span, f"use as {e.name}'s {p}")
+        elif not isinstance(v, tuple) or isinstance(v, DimsValue):
+            raise SpecValueError(f"`{e.name}` takes a list, not {describe(v)}", span,
+                                 code="E304")
+        elif e.name == "sum":
+            for x in v:
+                _number(x, span, "sum")
+    if e.name == "log2" and args["x"] <= 0:
+        raise SpecValueError(f"log2 of {args['x']}: the argument must be positive", e.span,
+                             code="E301")
+    try:
+        return _check_int(f.fn(*args.values()), e.span)
+    except OverflowError:
+        raise SpecValueError(f"`{e.name}` overflowed", e.span, code="E305") from None
 
 
 def _check_int(v, span: Span):
@@ -260,6 +344,7 @@ class Namer:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.used: dict[str, Span] = {}
+        self.containers: dict[str, Span] = {}   # `conv1` of a label `conv1.0`
 
     def name(self, kind: str, label: str | None, span: Span) -> str:
         if label is None:
@@ -269,10 +354,25 @@ class Namer:
         return label
 
     def claim(self, name: str, span: Span) -> None:
+        """A name for one layer; a dotted label (`conv1.0`) makes its prefixes containers,
+        which no layer may be named."""
         if name in self.used:
             raise SpecNameError(f"two layers named '{name}' in one scope", span,
                                 "give one of them another label", code="E202",
                                 notes=[(self.used[name], "first named here")])
+        if name in self.containers:
+            raise SpecNameError(f"'{name}' names a layer and the container of "
+                                f"'{name}.{'...'}'", span, "give the layer another label",
+                                code="E202", notes=[(self.containers[name], "used here")])
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            if prefix in self.used:
+                raise SpecNameError(f"'{name}' would put a layer inside the layer '{prefix}'",
+                                    span, f"label the layer '{prefix}' differently, or this "
+                                    "one", code="E202",
+                                    notes=[(self.used[prefix], "that layer")])
+            self.containers.setdefault(prefix, span)
         self.used[name] = span
 
 
@@ -290,8 +390,12 @@ class Body:
 
 class Elaborator:
     def __init__(self, program: Program, max_layers: int = MAX_LAYERS,
-                 bindings: Bindings | None = None):
+                 bindings: Bindings | None = None, input_channels: int | None = None):
         self.program = program
+        self.input_channels = input_channels   # --input's, over the spec's `input`
+        self.channels: int | None = None       # of the value being built on, as it goes
+        self.stage_blocks = 0                  # stage blocks built so far (block_index)
+        self.num_blocks: int | None = None
         self.max_layers = max_layers
         self.bindings = Bindings() if bindings is None else bindings
         self.count = 0      # layers built so far
@@ -390,12 +494,14 @@ class Elaborator:
         items: list[Node] = []
         shape: tuple[int, int, int] | None = None
         input_span = span
-        for stmt in t.body:
+        self.body, self.body_env = t.body, Env(env.scope, self, dict(env.vars))
+        for stmt in self._flat(t.body, env):
             if isinstance(stmt, n.Input):
                 if shape is not None:
                     raise SpecValueError("a network has one `input`", stmt.span, code="E307",
                                          notes=[(input_span, "first given here")])
                 shape, input_span = self._input(stmt, env), stmt.span
+                self.channels = self.input_channels or shape[0]
             elif isinstance(stmt, n.Group):
                 items.append(GroupNode(stmt.kind, self._sequence(stmt.body, env, namer, ""),
                                        stmt.span))
@@ -408,6 +514,30 @@ class Elaborator:
             raise SpecValueError(f"network '{t.name}' has no `input` line", t.span,
                                  "add one, e.g. `input 3 x 224 x 224`", code="E307")
         return NetNode(name, shape, items, span, input_span, dict(env.vars))
+
+    def _flat(self, stmts: Iterable[n.Stmt], env: Env) -> Iterator[n.Stmt]:
+        """The statements in force: each `if` replaced by its chosen branch, its condition
+        evaluated when the statements before it have been."""
+        for st in stmts:
+            if isinstance(st, n.If):
+                cond = _boolean(evaluate(st.cond, env), st.cond.span, "if")
+                yield from self._flat(st.then if cond else st.orelse, env)
+            else:
+                yield st
+
+    def _total_blocks(self) -> int:
+        """`num_blocks`: the stage blocks of the whole network, from a walk over its body
+        that evaluates only the lets, conditions and stage counts."""
+        if self.num_blocks is None:
+            env, total = Env(self.body_env.scope, self, dict(self.body_env.vars)), 0
+            for st in self._flat(self.body, env):
+                if isinstance(st, n.Let):
+                    env.vars[st.name] = evaluate(st.value, env)
+                elif isinstance(st, n.Stage):
+                    total += 1 if st.count is None else _integer(
+                        evaluate(st.count, env), st.count.span, "a stage's block count")
+            self.num_blocks = total
+        return self.num_blocks
 
     def _input(self, stmt: n.Input, env: Env) -> tuple[int, int, int]:
         v = evaluate(stmt.shape, env)
@@ -428,17 +558,33 @@ class Elaborator:
                                  st.count.span if st.count else st.span, code="E308")
         ref = self._block_ref(st.call.name, env, st.call.span)
         names = [p.name for p in ref.defn.params]
-        explicit = self._explicit(st.call, names, st.call.args, env, f"block '{ref.name}'",
-                                  st.call.span)
+        bound = self.bindings.bind(st.call, names, st.call.args, f"block '{ref.name}'",
+                                   st.call.span)
+        per_block = any(x.id in STAGE_NAMES and x.id not in env.vars
+                        for a in bound.values() for x in names_in(a.value))
+        explicit = {k: evaluate(a.value, env) for k, a in bound.items()} if not per_block else {}
         blocks: list[BlockNode] = []
         for i in range(count):
             if i == 2:  # the size of the stage is known now: check before building the rest
                 self._check_stage(st, count, size)
+            if per_block:
+                explicit = {k: evaluate(a.value, self._stage_env(env, i))
+                            for k, a in bound.items()}
             args = dict(explicit, stride=1) if i > 0 and "stride" in names else explicit
+            self.stage_blocks += 1
             before = (self.count, self.blocks)
             blocks.append(self._instantiate(ref, args, str(i), f"{st.name}.{i}", st.call.span))
             size = (self.count - before[0], self.blocks - before[1])
         return StageNode(st.name, st.name, blocks, st.span)
+
+    def _stage_env(self, env: Env, i: int) -> Env:
+        """A stage's environment for its block `i`: with `index`, `block_index` and
+        `num_blocks` (a spec's own names of these stay)."""
+        names = {"index": i, "block_index": self.stage_blocks, "num_blocks": None}
+        values = {k: v for k, v in names.items() if k not in env.vars}
+        if "num_blocks" in values:
+            values["num_blocks"] = self._total_blocks()
+        return Env(env.scope, self, {**env.vars, **values})
 
     def _check_stage(self, st: n.Stage, count: int, size: tuple[int, int]) -> None:
         """Every block after the first is built alike: fail before building the rest."""
@@ -470,14 +616,17 @@ class Elaborator:
         return {k: evaluate(a.value, env) for k, a in bound.items()}
 
     def _complete(self, params: Iterable[n.Param], explicit: dict[str, Value], scope: Scope,
-                  what: str, span: Span) -> dict[str, Value]:
-        """Fill defaults (evaluated in the callee's scope, seeing earlier parameters)."""
+                  what: str, span: Span, given: dict[str, Value] | None = None
+                  ) -> dict[str, Value]:
+        """Fill defaults (evaluated in the callee's scope, seeing `given` and the earlier
+        parameters)."""
         values: dict[str, Value] = {}
         for p in params:
             if p.name in explicit:
                 values[p.name] = explicit[p.name]
             elif p.default is not None:
-                values[p.name] = evaluate(p.default, Env(scope, self, values))
+                values[p.name] = evaluate(p.default, Env(scope, self, {**(given or {}),
+                                                                       **values}))
             else:
                 raise SpecNameError(f"{what} needs an argument for '{p.name}'", span,
                                     code="E204")
@@ -490,10 +639,12 @@ class Elaborator:
                              "does a block use itself through a block argument?", code="E502")
         self._grow(0, span, blocks=1)
         self.depth += 1
+        given = {} if self.channels is None else {"in_channels": self.channels}
         try:
             values = self._complete(ref.defn.params, explicit, ref.scope,
-                                    f"block '{ref.name}'", span)
-            body = self._block_body(ref.defn, Env(ref.scope, self, values), path)
+                                    f"block '{ref.name}'", span, given)
+            body = self._block_body(ref.defn, Env(ref.scope, self, {**given, **values}), path,
+                                    span)
         finally:
             self.depth -= 1
         return BlockNode(name, path, ref.name, span, values, body.pre, body.residual,
@@ -501,26 +652,41 @@ class Elaborator:
                          ref.defn.name_span)
 
     # -- bodies
-    def _block_body(self, defn: n.BlockDef, env: Env, path: str) -> Body:
-        namer, body = Namer(), Body()
-        for stmt in defn.body:
+    def _block_body(self, defn: n.BlockDef, env: Env, path: str, span: Span) -> Body:
+        """The body's statements in order (the `if`s resolved, the order checked again where
+        there were any); the channels flow through the pre-layers, the residual branch (the
+        shortcut starts from its input) and the post-layers."""
+        namer, body, stmts = Namer(), Body(), []
+        branch_input = None
+        for stmt in self._flat(defn.body, env):
+            stmts.append(stmt)
             if isinstance(stmt, n.Let):
                 env.vars[stmt.name] = evaluate(stmt.value, env)
             elif isinstance(stmt, n.Residual):
+                branch_input = self.channels
                 body.residual = self._sequence(stmt.body, env, namer, path)
             elif isinstance(stmt, n.Shortcut):
-                body.shortcut = self._shortcut(stmt, env, path)
+                after, self.channels = self.channels, branch_input
+                body.shortcut = self._shortcut(stmt, env, path, namer)
+                self.channels = after
             elif isinstance(stmt, n.Merge):
                 body.merge, body.merge_span = stmt.op, stmt.span
             else:
                 target = body.pre if body.residual is None else body.post
                 target.extend(self._sequence((stmt,), env, namer, path))
+        if len(stmts) != len(defn.body) or any(isinstance(s, n.If) for s in defn.body):
+            errors = structure_errors(stmts)
+            if errors:
+                errors[0].notes += ((span, f"block '{defn.name}' used here"),)
+                raise errors[0]
         if body.shortcut is not None and body.shortcut.kind != "none" and body.merge is None:
             body.merge, body.merge_span = DEFAULT_MERGE, body.shortcut.span
         return body
 
-    def _shortcut(self, sc: n.Shortcut, env: Env, path: str) -> ShortcutNode:
-        spath = _join(path, "downsample")
+    def _shortcut(self, sc: n.Shortcut, env: Env, path: str, namer: Namer) -> ShortcutNode:
+        if sc.label is not None:
+            namer.claim(sc.label, sc.span)
+        spath = _join(path, sc.label or "downsample")
         if sc.kind is None:
             namer = _IndexNamer()
             return ShortcutNode("custom", spath, sc.span,
@@ -532,7 +698,7 @@ class Elaborator:
 
     def _sequence(self, stmts: Iterable[n.Stmt], env: Env, namer: "Namer", path: str) -> list[Node]:
         out: list[Node] = []
-        for stmt in stmts:
+        for stmt in self._flat(stmts, env):
             if isinstance(stmt, n.Let):
                 env.vars[stmt.name] = evaluate(stmt.value, env)
             elif isinstance(stmt, n.Layer):
@@ -551,6 +717,7 @@ class Elaborator:
                                    if p.name in bound or p.default is REQUIRED})
             name = namer.name(st.kind, st.label, st.span)
             self._grow(1, st.span)
+            self.channels = kind.out_channels(attrs, self.channels)
             return LayerNode(name, _join(path, name), st.kind, attrs, st.span)
         ref = self._block_ref_stmt(st, env)
         explicit = self._explicit(st, [p.name for p in ref.defn.params], st.args, env,
@@ -663,10 +830,12 @@ def concrete_networks(scope: Scope) -> list[str]:
 
 
 def elaborate(program: Program, network: str, overrides: dict[str, Value] | None = None,
-              max_layers: int = MAX_LAYERS, bindings: Bindings | None = None) -> NetNode:
+              max_layers: int = MAX_LAYERS, bindings: Bindings | None = None,
+              input_channels: int | None = None) -> NetNode:
     """Build the instance tree of one network of the program's root file; `bindings`: the
-    checks' (resdsl/check.py), so no call is bound twice."""
-    return Elaborator(program, max_layers, bindings).network(network, overrides)
+    checks' (resdsl/check.py), so no call is bound twice; `input_channels`: those of an
+    input size asked for instead of the spec's."""
+    return Elaborator(program, max_layers, bindings, input_channels).network(network, overrides)
 
 
 def constant_errors(program: Program) -> list[ResdslError]:

@@ -22,17 +22,19 @@ from .parse import MAX_DIGITS, parse_with_comments
 
 INDENT = "  "
 
-# Binding strength, loosest first: `x` < `+ -` < `* / // %` < unary `-` < `a[i]` < atoms.
-# Binary operators are left-associative, so a right operand must bind one level tighter.
-DIMS, SUM, PRODUCT, UNARY, POSTFIX, ATOM = range(6)
-BINARY = {"+": SUM, "-": SUM, "*": PRODUCT, "/": PRODUCT, "//": PRODUCT, "%": PRODUCT}
+# Binding strength, loosest first: `or` < `and` < `not` < comparisons < `x` < `+ -` <
+# `* / // %` < unary `-` < `a[i]` < atoms. Binary operators are left-associative, so a right
+# operand must bind one level tighter; comparisons do not chain, so both operands must.
+OR, AND, NOT, COMPARE, DIMS, SUM, PRODUCT, UNARY, POSTFIX, ATOM = range(10)
+BINARY = {"+": SUM, "-": SUM, "*": PRODUCT, "/": PRODUCT, "//": PRODUCT, "%": PRODUCT,
+          "and": AND, "or": OR, **{op: COMPARE for op in ("==", "!=", "<", "<=", ">", ">=")}}
 
 Pos = tuple[int, int]  # (line, column), 1-based, as lark counts them
 
 
 # ---- expressions ---------------------------------------------------------------------------
 
-def format_expr(e: n.Expr, need: int = DIMS) -> str:
+def format_expr(e: n.Expr, need: int = OR) -> str:
     """`e` as text, in parentheses only when it binds looser than its place needs."""
     text = EXPR[type(e)](e)
     return f"({text})" if _level(e) < need else text
@@ -44,7 +46,7 @@ def _level(e: n.Expr) -> int:
         return BINARY[e.op]
     if isinstance(e, n.Dims):
         return ATOM if _compact(e) else DIMS
-    return {n.Neg: UNARY, n.Index: POSTFIX}.get(type(e), ATOM)
+    return {n.Neg: UNARY, n.Index: POSTFIX, n.Not: NOT}.get(type(e), ATOM)
 
 
 def _compact(e: n.Dims) -> bool:
@@ -62,7 +64,8 @@ def _num(e: n.Num) -> str:
 def _binop(e: n.BinOp) -> str:
     """`a - b`; parentheses on the right keep `a - (b - c)` meaning what it says."""
     level = BINARY[e.op]
-    return f"{format_expr(e.left, level)} {e.op} {format_expr(e.right, level + 1)}"
+    left = level + 1 if level == COMPARE else level
+    return f"{format_expr(e.left, left)} {e.op} {format_expr(e.right, level + 1)}"
 
 
 def _dims(e: n.Dims) -> str:
@@ -72,12 +75,18 @@ def _dims(e: n.Dims) -> str:
     return " x ".join(format_expr(i, SUM) for i in e.items)
 
 
+def _labelled(label: Optional[str], text: str) -> str:
+    return f"{label}: {text}" if label is not None else text
+
+
 EXPR: dict[type, Callable] = {
     n.Num: _num,
     n.Bool: lambda e: "true" if e.value else "false",
     n.Name: lambda e: e.id,
     n.BinOp: _binop,
     n.Neg: lambda e: "-" + format_expr(e.operand, UNARY),
+    n.Not: lambda e: "not " + format_expr(e.operand, NOT),
+    n.Func: lambda e: f"{e.name}({_args(e.args)})",
     n.Index: lambda e: f"{format_expr(e.target, POSTFIX)}[{format_expr(e.index)}]",
     n.ListExpr: lambda e: "[" + ", ".join(format_expr(i) for i in e.items) + "]",
     n.Dims: _dims,
@@ -109,7 +118,7 @@ def _layer(s: n.Layer) -> str:
     """`fc: fc num_classes`, `bn(zero_init)`."""
     kind = LAYERS.get(s.kind)
     text = _with_args(s.kind, s.args, kind.flags if kind else ())
-    return f"{s.label}: {text}" if s.label is not None else text
+    return _labelled(s.label, text)
 
 
 def _stage(s: n.Stage) -> str:
@@ -133,7 +142,8 @@ SIMPLE: dict[type, Callable] = {
     n.Use: lambda s: f'use "{s.target}"' if s.is_path else f"use {s.target}",
     n.Let: lambda s: f"{s.name} = {format_expr(s.value)}",
     n.Layer: _layer,
-    n.Shortcut: lambda s: "shortcut " + _with_args(s.kind, s.args, SHORTCUTS[s.kind].flags if s.kind in SHORTCUTS else ()),
+    n.Shortcut: lambda s: _labelled(s.label, "shortcut " + _with_args(
+        s.kind, s.args, SHORTCUTS[s.kind].flags if s.kind in SHORTCUTS else ())),
     n.Merge: lambda s: f"merge {s.op}",
     n.Input: lambda s: f"input {format_expr(s.shape)}",
     n.Stage: _stage,
@@ -151,7 +161,7 @@ def _header(s) -> Optional[tuple[str, tuple]]:
     if isinstance(s, n.Residual):
         return "residual {", s.body
     if isinstance(s, n.Shortcut) and s.body is not None:
-        return "shortcut {", s.body
+        return _labelled(s.label, "shortcut {"), s.body
     if isinstance(s, n.Group):
         return f"{s.kind} {{", s.body
     return None
@@ -225,6 +235,8 @@ class Layout:
     def statement(self, s, indent: int, item: int) -> None:
         """Chunks for one statement: a single line, or header, body and `}`."""
         start = (s.span.line, s.span.col)
+        if isinstance(s, n.If):
+            return self.conditional(s, indent, item)
         head = _header(s)
         if head is None:
             inst = (s.name, _call(s.call)) if isinstance(s, n.NetworkInst) else None
@@ -239,6 +251,35 @@ class Layout:
             self.statement(child, indent + 1, item)
         close = self.find(self.cursor, "}")
         self.chunk("close", indent, "}", self.pos(close), self.pos(close + 1), item)
+
+    def conditional(self, s: n.If, indent: int, item: int) -> None:
+        """`if c {`, its body, then `} else if d {` / `} else {` lines and their bodies, `}`.
+        (`else { if ... }` with nothing else in the braces becomes `else if`.)"""
+        start = (s.span.line, s.span.col)
+        brace = self.find(self.offset(start), "{")
+        self.chunk("open", indent, f"if {format_expr(s.cond)} {{", start, self.pos(brace + 1),
+                   item)
+        while True:
+            for child in s.then:
+                self.statement(child, indent + 1, item)
+            close = self.find(self.cursor, "}")
+            if not s.orelse:
+                self.chunk("close", indent, "}", self.pos(close), self.pos(close + 1), item)
+                return
+            nested = s.orelse[0] if len(s.orelse) == 1 and isinstance(s.orelse[0], n.If) else None
+            opening = self.find(close + 1, "{")
+            if nested is not None and self.offset((nested.span.line, nested.span.col)) < opening:
+                brace = self.find(self.offset((nested.span.line, nested.span.col)), "{")
+                self.chunk("close", indent, f"}} else if {format_expr(nested.cond)} {{",
+                           self.pos(close), self.pos(brace + 1), item)
+                s = nested
+                continue
+            self.chunk("close", indent, "} else {", self.pos(close), self.pos(opening + 1), item)
+            for child in s.orelse:
+                self.statement(child, indent + 1, item)
+            close = self.find(self.cursor, "}")
+            self.chunk("close", indent, "}", self.pos(close), self.pos(close + 1), item)
+            return
 
     # -- comments
     def place(self, comments) -> list[Line]:

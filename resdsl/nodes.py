@@ -39,7 +39,7 @@ class Name:
 
 @dataclass(frozen=True)
 class BinOp:
-    op: str  # one of + - * / // %
+    op: str  # + - * / // %, a comparison (== != < <= > >=), `and`, `or`
     left: "Expr"
     right: "Expr"
     span: Span = _span()
@@ -48,6 +48,21 @@ class BinOp:
 @dataclass(frozen=True)
 class Neg:
     operand: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Func:
+    """A built-in function's call in an expression: `max(planes // 4, 8)`."""
+
+    name: str
+    args: tuple["Arg", ...]
     span: Span = _span()
 
 
@@ -72,7 +87,7 @@ class Dims:
     span: Span = _span()
 
 
-Expr = Union[Num, Bool, Name, BinOp, Neg, ListExpr, Index, Dims]
+Expr = Union[Num, Bool, Name, BinOp, Neg, Not, Func, ListExpr, Index, Dims]
 
 
 # ---- statements ----------------------------------------------------------------------------
@@ -117,6 +132,7 @@ class Shortcut:
     args: tuple[Arg, ...] = ()
     body: Optional[tuple["Stmt", ...]] = None
     span: Span = _span()
+    label: Optional[str] = None     # the shortcut's container (default `downsample`)
 
 
 @dataclass(frozen=True)
@@ -125,7 +141,18 @@ class Merge:
     span: Span = _span()
 
 
-Stmt = Union[Let, Layer, Residual, Shortcut, Merge]
+@dataclass(frozen=True)
+class If:
+    """`if cond { ... } else { ... }`: the statements of one branch, chosen when the block
+    (or network) is instantiated; `else if` is an `If` alone in `orelse`."""
+
+    cond: "Expr"
+    then: tuple["Stmt", ...]
+    orelse: tuple["Stmt", ...] = ()
+    span: Span = _span()
+
+
+Stmt = Union[Let, Layer, Residual, Shortcut, Merge, If]
 
 
 @dataclass(frozen=True)
@@ -167,7 +194,7 @@ class Stage:
     span: Span = _span()
 
 
-NetStmt = Union[Let, Layer, Input, Group, Stage]
+NetStmt = Union[Let, Layer, Input, Group, Stage, If]
 
 
 # ---- top level -----------------------------------------------------------------------------
@@ -230,12 +257,44 @@ def names_in(e: Expr) -> Iterable[Name]:
             yield x
         elif isinstance(x, BinOp):
             stack += [x.left, x.right]
-        elif isinstance(x, Neg):
+        elif isinstance(x, (Neg, Not)):
+            stack.append(x.operand)
+        elif isinstance(x, Func):
+            stack += [a.value for a in x.args]
+        elif isinstance(x, (ListExpr, Dims)):
+            stack += list(x.items)
+        elif isinstance(x, Index):
+            stack += [x.target, x.index]
+
+
+def functions_in(e: Expr) -> Iterable[Func]:
+    """Every built-in function call in an expression."""
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Func):
+            yield x
+            stack += [a.value for a in x.args]
+        elif isinstance(x, BinOp):
+            stack += [x.left, x.right]
+        elif isinstance(x, (Neg, Not)):
             stack.append(x.operand)
         elif isinstance(x, (ListExpr, Dims)):
             stack += list(x.items)
         elif isinstance(x, Index):
             stack += [x.target, x.index]
+
+
+def branches(body: Iterable) -> Iterable[tuple]:
+    """Every statement list nested in a body: the body itself, then each `if`'s branches
+    (without recursion into residual / shortcut bodies)."""
+    stack = [tuple(body)]
+    while stack:
+        stmts = stack.pop()
+        yield stmts
+        for st in stmts:
+            if isinstance(st, If):
+                stack += [st.then, st.orelse]
 
 
 def head_span(st: Layer) -> Span:

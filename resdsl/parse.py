@@ -26,11 +26,14 @@ WORDS = {
     "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'", "COMMA": "','",
     "EQUAL": "'='", "COLON": "':'", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'",
     "SLASH": "'/'", "FLOORDIV": "'//'", "PERCENT": "'%'", "X": "'x'", "$END": "end of file",
+    "COMPARE": "a comparison", "LABEL": "a label",
 }
 OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
-OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV", "PERCENT", "X"}
+BINARY_ONLY = {"PLUS", "STAR", "SLASH", "FLOORDIV", "PERCENT", "X", "COMPARE", "AND", "OR"}
+OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV", "PERCENT", "X", "COMPARE", "AND",
+             "OR", "NOT"}
 KEYWORDS = {"use", "block", "network", "residual", "shortcut", "merge", "input", "stage",
-            "stem", "head", "true", "false", "x"}
+            "stem", "head", "true", "false", "x", "if", "else", "and", "or", "not"}
 
 
 def _word(term: str) -> str:
@@ -159,7 +162,14 @@ class ToAst(Transformer_NonRecursive):
         return n.Layer(str(kind), args or (), label, self._sp(meta))
 
     def label(self, meta, c):
-        return str(c[0])
+        return str(c[0])[:-1].rstrip()
+
+    def if_stmt(self, meta, c):
+        cond, then, orelse = c
+        orelse = (orelse,) if isinstance(orelse, n.If) else (orelse or ())
+        return n.If(cond, then, orelse, self._sp(meta))
+
+    if_net = if_stmt
 
     def args(self, meta, c):
         return tuple(c)
@@ -174,10 +184,10 @@ class ToAst(Transformer_NonRecursive):
         return n.Residual(c[0], self._sp(meta))
 
     def shortcut_kind(self, meta, c):
-        return n.Shortcut(str(c[0]), c[1] or (), None, self._sp(meta))
+        return n.Shortcut(str(c[1]), c[2] or (), None, self._sp(meta), c[0])
 
     def shortcut_body(self, meta, c):
-        return n.Shortcut(None, (), c[0], self._sp(meta))
+        return n.Shortcut(None, (), c[1], self._sp(meta), c[0])
 
     def merge(self, meta, c):
         return n.Merge(str(c[0]), self._sp(meta))
@@ -203,7 +213,19 @@ class ToAst(Transformer_NonRecursive):
 
     add, sub, mul = _bin("+"), _bin("-"), _bin("*")
     div, floordiv, mod = _bin("/"), _bin("//"), _bin("%")
+    and_, or_ = _bin("and"), _bin("or")
     del _bin
+
+    def compare(self, meta, c):
+        left, op, right = c
+        return self._expr(n.BinOp(str(op), left, right, self._sp(meta)), left, right)
+
+    def not_(self, meta, c):
+        return self._expr(n.Not(c[0], self._sp(meta)), c[0])
+
+    def func(self, meta, c):
+        args = c[1] or ()
+        return self._expr(n.Func(str(c[0]), args, self._sp(meta)), *(a.value for a in args))
 
     def neg(self, meta, c):
         return self._expr(n.Neg(c[0], self._sp(meta)), c[0])
@@ -378,7 +400,11 @@ def _last_token(e: UnexpectedToken) -> Token | None:
 
 
 def _expected(terms) -> str:
-    words = sorted({_word(t) for t in terms if not t.startswith("__")})
+    """What the parser could take, in words; operators (and `[`) as one "an operator"."""
+    terms = {t for t in terms if not t.startswith("__")}
+    if len(terms & BINARY_ONLY) >= 3:   # after an operand: `-` and `[` go on it too
+        terms = (terms - BINARY_ONLY - {"MINUS", "LSQB"}) | {"__operator"}
+    words = sorted({"an operator" if t == "__operator" else _word(t) for t in terms})
     if not words:
         return "something else"
     if len(words) == 1:
@@ -393,6 +419,8 @@ def _end_of(text: str) -> tuple[int, int]:
 
 
 def _char_hint(ch: str) -> str | None:
+    if ch == ":":
+        return "a label goes right before its colon: `fc: fc 10`, `conv1.0: conv 32, 3x3`"
     if ch in "\"'":
         return 'paths in `use` are written in double quotes: use "other.res"'
     if not ch.isprintable() or ord(ch) > 127:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .check import Bindings, check_scope
 from .elaborate import NetNode, Value, concrete_networks, constant_errors, elaborate
 from .errors import Collector, ResdslError
-from .graph import Draft, check_costs, draft_graph
+from .graph import Draft, check_costs, check_input_shape, draft_graph
 from .limits import Limits
 from .loader import Program, load, load_text
 
@@ -63,8 +63,10 @@ def check_program(program: Program, networks: list[str] | None = None,
     if not errors.errors:
         for name in networks if networks is not None else concrete_networks(program.root):
             try:
-                net = elaborate(program, name, overrides, limits.max_layers, bindings)
-                g = draft_graph(net, input_shape)
+                shape = None if input_shape is None else check_input_shape(input_shape)
+                net = elaborate(program, name, overrides, limits.max_layers, bindings,
+                                None if shape is None else shape[0])
+                g = draft_graph(net, shape)
                 check_costs(g, net.span, limits.max_params, limits.max_macs)
                 result.networks[name], result.drafts[name] = net, g
             except ResdslError as e:

@@ -38,7 +38,7 @@ def codes(err: ResdslError) -> list[str]:
 CASES = [
     # -- syntax
     pytest.param("E101", "use std\n\nnetwork n {\n  input 3 x 32 x 32\n  conv 16 3x3\n}\n", """\
-net.res:5:11: error[E101]: unexpected '3x3'; expected '%', '*', '+', ',', '-', '/', '//', '[', 'x' or end of line
+net.res:5:11: error[E101]: unexpected '3x3'; expected ',', an operator or end of line
   |
 5 |   conv 16 3x3
   |           ^^^
@@ -56,7 +56,7 @@ net.res:1:8: error[E101]: unexpected '*'; expected '(', '-', '[', 'false', 'true
 1 | x = 2 ** 3
   |        ^""", id="E101-double-star"),
     pytest.param("E101", "block b() { conv 8, }\n", """\
-net.res:1:21: error[E101]: unexpected '}'; expected '(', '-', '[', 'false', 'true', a name, a number or a size like 3x3
+net.res:1:21: error[E101]: unexpected '}'; expected '(', '-', '[', 'false', 'not', 'true', a name, a number or a size like 3x3
   |
 1 | block b() { conv 8, }
   |                     ^""", id="E101-trailing-comma"),
@@ -84,12 +84,12 @@ net.res:1:5: error[E102]: unexpected character '\\x1b'
   |     ^
   hint: is this a text file? specs are plain UTF-8 text""", id="E102-escape-not-echoed"),
     pytest.param("E103", "block b(p) {\n  conv p, 3x3\n", """\
-net.res:2:14: error[E103]: unexpected end of file; expected 'merge', 'residual', 'shortcut', '}' or a name
+net.res:2:14: error[E103]: unexpected end of file; expected 'if', 'merge', 'residual', 'shortcut', '}', a label or a name
   |
 2 |   conv p, 3x3
   |              ^""", id="E103-open-brace"),
     pytest.param("E103", "x = [1, 2\n\n", """\
-net.res:1:10: error[E103]: unexpected end of file; expected '%', '*', '+', ',', '-', '/', '//', '[', ']' or 'x'
+net.res:1:10: error[E103]: unexpected end of file; expected ',', ']' or an operator
   |
 1 | x = [1, 2
   |          ^""", id="E103-open-bracket"),
@@ -144,12 +144,13 @@ net.res:3:3: error[E201]: unknown shortcut kind 'projecton'
 3 |   shortcut projecton
   |   ^^^^^^^^^^^^^^^^^^
   hint: did you mean 'projection'?""", id="E201-shortcut"),
-    pytest.param("E201", "block b() {\n  residual { relu }\n  shortcut identity\n  merge mul\n}\n",
+    pytest.param("E201", "block b() {\n  residual { relu }\n  shortcut identity\n  merge mull\n}\n",
                  """\
-net.res:4:3: error[E201]: unknown merge 'mul'
+net.res:4:3: error[E201]: unknown merge 'mull'
   |
-4 |   merge mul
-  |   ^^^^^^^^^""", id="E201-merge"),
+4 |   merge mull
+  |   ^^^^^^^^^^
+  hint: did you mean 'mul'?""", id="E201-merge"),
     pytest.param("E202", "block b() { relu }\nblock b() { bn }\n", """\
 net.res:2:7: error[E202]: 'b' is defined twice
   |
@@ -517,7 +518,7 @@ SYNTAX_ERRORS = [
     "x = (1", "x = [1,", "block b() {", "block b( {", "network n = ", "use", "use 3",
     "block b() { conv 1,, 2 }", "x = 1 2", "x = )", "}", "block b() { residual }",
     "block b() { shortcut }", "network n { stage s }", "network n { stage = b() }",
-    "network n { input }", "block b() { a: }", "block b() { : relu }", "x == 1",
+    "network n { input }", "block b() { a: }", "x == 1",
     "network n { stem }", "block 1b() {}", "x = [1 2]", "x = 3 x", "x = a[", "x = a[]",
     "block b() { merge }", "block b(p q) {}", "network n { head { } ", "x = true false",
     "block b() {\n  conv 8 3x3\n}", "x = 1\n  y = 2 3",
@@ -535,12 +536,17 @@ def test_syntax_errors_name_no_lark_terminals(text):
     assert err.span is not None and err.span.line >= 1 and err.span.col >= 1
 
 
+def test_a_colon_without_a_label_is_an_unexpected_character_with_a_hint():
+    err = failure("block b() { : relu }")
+    assert err.code == "E102" and "label" in err.hint
+
+
 @pytest.mark.parametrize("text, word", [
-    ("block b() {\n  residual: relu\n}\n", "residual"),
     ("network n {\n  input = 3\n}\n", "input"),
     ("block b() {\n  merge = 2\n}\n", "merge"),
 ])
 def test_reserved_word_as_name_gets_a_hint(text, word):
+    # (`residual: relu` is a layer labelled `residual`: a label is any key path)
     err = failure(text)
     assert err.code == "E101"
     assert err.hint == f"'{word}' is a reserved word; choose another name"
@@ -810,7 +816,7 @@ net.res:2:1: error[E207]: no bundled library named 'nonsense'
   |
 2 | use nonsense
   | ^^^^^^^^^^^^
-  hint: bundled: cifar, plain, preact, resnet, resnet_v1, std; use "file.res" for a file of your own"""
+  hint: bundled: cifar, plain, preact, resnet, resnet_v1, std, timm; use "file.res" for a file of your own"""
 
 
 def test_e202_two_uses_defining_one_name(tmp_path):
