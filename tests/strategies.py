@@ -74,7 +74,7 @@ class Conv:
     out: Sym
     kernel: Pair = (3, 3)
     stride: Union[Sym, Pair] = 1
-    padding: Optional[Pair] = None      # None: the default (k - 1) // 2 * dilation
+    padding: Optional[Pair] = None      # None: the default k // 2 * dilation, odd k; else 0
     groups: Sym = 1
     dilation: int = 1
     bias: bool = False
@@ -99,7 +99,7 @@ class ReLU:
 class MaxPool:
     kernel: Pair
     stride: Optional[Pair] = None       # None: the kernel
-    padding: Optional[Pair] = None      # None: (k - 1) // 2
+    padding: Optional[Pair] = None      # None: k // 2 for odd k, else 0
     ceil_mode: bool = False
     label: Optional[str] = None
     kind = "maxpool"
@@ -211,7 +211,8 @@ def block_layers(b: BlockDef) -> tuple[list[Layer], list[list[Layer]], list[Laye
     return pre, units, post, custom
 
 
-# The std.res blocks this module knows, as descriptions (their text lives in std.res).
+# The std.res blocks this module knows, as descriptions (their text lives in std.res); the
+# conditional ones (preact_basic, preact_bottleneck) are not in this vocabulary.
 STD_BLOCKS: dict[str, BlockDef] = {b.name: b for b in (
     BlockDef("basic", "basic", "original", "projection", zero_init=True, std=True),
     BlockDef("bottleneck", "bottleneck", "original", "projection", zero_init=True, std=True),
@@ -227,8 +228,6 @@ STD_BLOCKS: dict[str, BlockDef] = {b.name: b for b in (
              std=True),
     BlockDef("unit_relu_preact", "basic", "relu_preact", "projection", zero_init=True, std=True),
     BlockDef("unit_full_preact", "basic", "full_preact", "projection", std=True),
-    BlockDef("preact_basic", "basic", "full_preact", "projection", std=True),
-    BlockDef("preact_bottleneck", "bottleneck", "full_preact", "projection", std=True),
     BlockDef("bottleneck_d", "bottleneck", "original", "avgdown", zero_init=True, std=True),
 )}
 
@@ -472,8 +471,8 @@ class _Model:
                 fail("E401")
             k, s = L.kernel, _pair(val(L.stride))
             d = (L.dilation, L.dilation)
-            p = L.padding if L.padding is not None else tuple((ki - 1) // 2 * L.dilation
-                                                              for ki in k)
+            p = L.padding if L.padding is not None else tuple(
+                ki // 2 * L.dilation if ki % 2 else 0 for ki in k)   # even kernels pad 0
             sizes = [window_out(size, k[i], s[i], p[i], d[i]) for i, size in enumerate((h, w))]
             if min(sizes) < 1:
                 fail("E402")
@@ -493,7 +492,7 @@ class _Model:
                 return self.node(name, L.kind, (c, 1, 1))
             k = L.kernel
             s = L.stride or k
-            p = L.padding if L.padding is not None else tuple((ki - 1) // 2 for ki in k)
+            p = L.padding if L.padding is not None else tuple(ki // 2 if ki % 2 else 0 for ki in k)
             if 2 * p[0] > k[0] or 2 * p[1] > k[1]:
                 fail("E403")
             sizes = [window_out(size, k[i], s[i], p[i], 1, L.ceil_mode)
