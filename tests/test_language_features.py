@@ -286,3 +286,25 @@ def test_even_pool_pads_zero_as_pytorch():
     model = resdsl.build("network n {\n  input 3 x 8 x 8\n  avgpool 4x4\n}\n").eval()
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(model(x), torch.nn.functional.avg_pool2d(x, 4))
+
+
+# ---- std's pre-activation units, as released --------------------------------------------------
+
+@pytest.mark.parametrize("network, params", [
+    # KaimingHe/resnet-1k-layers (resnet-pre-act.lua), as counted in issue 14
+    ("preact_resnet164", 1_703_258), ("preact_resnet1001", 10_327_706)])
+def test_preact_networks_have_the_released_codes_parameters(network, params):
+    from resdsl.pipeline import check_file
+    g = check_file("specs/preact.res", networks=[network]).drafts[network]
+    assert sum(d["params"] for _, d in g.nodes(data=True)) == params
+
+
+def test_preact_unit_shares_its_preactivation_only_where_it_changes_dimensions():
+    """The released unit: common BN + ReLU and a bare 1x1 conv shortcut in the first unit of
+    a stage; BN + ReLU inside the residual branch, identity shortcut, elsewhere."""
+    from resdsl.pipeline import check_file
+    g = check_file("specs/preact.res", networks=["preact_resnet164"]).drafts["preact_resnet164"]
+    roles = {v: d["role"] for v, d in g.nodes(data=True)}
+    assert roles["layer2.0.bn1"] == "pre" and roles["layer2.1.bn1"] == "residual"
+    assert g.nodes["layer2.0.downsample.0"]["op"] == "conv" and "layer2.0.downsample.1" not in g
+    assert g.nodes["layer2.0.conv1"]["attrs"]["stride"] == (2, 2)   # stride on the first 1x1
