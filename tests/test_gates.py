@@ -120,3 +120,34 @@ def test_macs_of_the_new_convs_are_fvcores():
     flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     g = check_text(text).graphs["gated"]
     assert sum(d["macs"] for _, d in g.nodes(data=True)) == flops.by_operator()["conv"]
+
+
+def test_a_gate_between_the_last_bn_and_the_add_ends_the_fused_chain():
+    """The BN before an SE gate feeds the gate and the product: it stays a plain bn (fusing
+    the add into it would skip the gate), while the BN + ReLUs before it still fuse."""
+    text = GATES.split("network gated")[0] + """
+block se_basic(planes) {
+  residual {
+    conv planes, 3x3; bn; relu
+    conv planes, 3x3; bn
+    se: se
+  }
+  shortcut identity
+  merge add
+  relu
+}
+network n {
+  input 16 x 8 x 8
+  stage s = 2 x se_basic(16)
+}
+"""
+    source, _, lowered = resdsl.emit_python(text)
+    ops = {v: d["op"] for v, d in lowered.nodes(data=True)}
+    assert ops["s.0.bn1"] == "bn_act" and ops["s.0.bn2"] == "bn" and ops["s.0.add"] == "add"
+    model = resdsl.build(text).eval()
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        b = model.s[0]
+        r = b.bn2(b.conv2(b.bn1(b.conv1(x))))
+        want = torch.relu(r * b.se.gate(b.se.fc2(b.se.act(b.se.fc1(r.mean((2, 3), True))))) + x)
+        torch.testing.assert_close(b(x), want)
