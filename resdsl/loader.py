@@ -67,7 +67,8 @@ def _bundled_text(file: str) -> str | None:
 
 def _parse_bundled(text: str, file: str) -> n.Module:
     """A bundled spec's AST from the on-disk cache (~1 ms instead of ~15 ms for std.res, at
-    every `resdsl check`), keyed by resdsl's version, the grammar, the path and the text;
+    every `resdsl check`), keyed by resdsl's version, the grammar, the parser's and the AST's
+    code (two checkouts of one version share the folder), the path and the text;
     parsed and stored when absent. Only resdsl's own files are cached: they are few and fixed,
     and a cache that cannot be read or written is skipped silently."""
     import hashlib
@@ -78,7 +79,9 @@ def _parse_bundled(text: str, file: str) -> n.Module:
 
     folder = os.environ.get("RESDSL_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "resdsl")
-    key = hashlib.sha256("\0".join([__version__, grammar_file().read_text(), file, text])
+    from . import nodes as ast, parse as parser
+    code = "".join(Path(m.__file__).read_text(encoding="utf-8") for m in (ast, parser))
+    key = hashlib.sha256("\0".join([__version__, grammar_file().read_text(), code, file, text])
                          .encode()).hexdigest()[:32]
     path = Path(folder) / f"{Path(file).stem}-{key}.pickle"
     try:
