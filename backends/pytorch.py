@@ -281,7 +281,7 @@ def check_names(s: Structure) -> None:
     for b in s.blocks():
         items += [i for role in ("pre", "residual", "post") for i in s.items(b, role)]
     for kind, path in items:
-        name = s.name(kind, path)
+        name = s.name(kind, path).split(".")[0]   # a key path's container is the attribute
         if name in reserved:
             span = s.scopes[path]["span"] if kind == "scope" else s.g.nodes[path]["span"]
             raise SpecNameError(

@@ -250,6 +250,9 @@ def _call(e: n.Func, env: Env) -> Value:
         elif e.name == "sum":
             for x in v:
                 _number(x, span, "sum")
+    if e.name == "make_divisible" and args["divisor"] <= 0:
+        raise SpecValueError(f"make_divisible's divisor must be positive, got "
+                             f"{args['divisor']}", e.span, code="E301")
     if e.name == "log2" and args["x"] <= 0:
         raise SpecValueError(f"log2 of {args['x']}: the argument must be positive", e.span,
                              code="E301")
@@ -751,6 +754,10 @@ class _IndexNamer(Namer):
     """Names a custom shortcut's layers 0, 1, ... as nn.Sequential does."""
 
     def name(self, kind: str, label: str | None, span: Span) -> str:
+        if label is not None and "." in label:
+            raise SpecNameError(f"a shortcut's layers are numbered in one container, so "
+                                f"'{label}' cannot nest", span, "use a plain label, or put "
+                                "the layers in a block of their own", code="E202")
         name = label or str(len(self.used))
         self.claim(name, span)
         return name

@@ -308,3 +308,19 @@ def test_preact_unit_shares_its_preactivation_only_where_it_changes_dimensions()
     assert roles["layer2.0.bn1"] == "pre" and roles["layer2.1.bn1"] == "residual"
     assert g.nodes["layer2.0.downsample.0"]["op"] == "conv" and "layer2.0.downsample.1" not in g
     assert g.nodes["layer2.0.conv1"]["attrs"]["stride"] == (2, 2)   # stride on the first 1x1
+
+
+@pytest.mark.parametrize("text, code", [
+    # a key path's container takes nn.Module's attribute: `training` is nn.Module's own
+    ("network n {\n  input 3 x 8 x 8\n  training.0: relu\n}\n", "E210"),
+    # a shortcut's layers live in one numbered container
+    ("block b() {\n  residual { relu }\n  shortcut { a.0: relu }\n}\n"
+     "network n {\n  input 3 x 8 x 8\n  b\n}\n", "E202"),
+    ("network n {\n  input 3 x 8 x 8\n  conv make_divisible(10, 0), 3x3\n}\n", "E301"),
+])
+def test_names_and_values_that_cannot_work_are_errors(text, code):
+    pytest.importorskip("torch")
+    import resdsl
+    with pytest.raises(ResdslError) as info:
+        resdsl.build(text)
+    assert info.value.code == code
