@@ -248,14 +248,13 @@ class Module:
 
 # ---- queries ------------------------------------------------------------------------------
 
-def names_in(e: Expr) -> Iterable[Name]:
-    """Every name an expression refers to, walked without recursion."""
+def subexpressions(e: Expr) -> Iterable[Expr]:
+    """An expression and every expression inside it, walked without recursion."""
     stack = [e]
     while stack:
         x = stack.pop()
-        if isinstance(x, Name):
-            yield x
-        elif isinstance(x, BinOp):
+        yield x
+        if isinstance(x, BinOp):
             stack += [x.left, x.right]
         elif isinstance(x, (Neg, Not)):
             stack.append(x.operand)
@@ -267,22 +266,14 @@ def names_in(e: Expr) -> Iterable[Name]:
             stack += [x.target, x.index]
 
 
+def names_in(e: Expr) -> Iterable[Name]:
+    """Every name an expression refers to."""
+    return (x for x in subexpressions(e) if isinstance(x, Name))
+
+
 def functions_in(e: Expr) -> Iterable[Func]:
     """Every built-in function call in an expression."""
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, Func):
-            yield x
-            stack += [a.value for a in x.args]
-        elif isinstance(x, BinOp):
-            stack += [x.left, x.right]
-        elif isinstance(x, (Neg, Not)):
-            stack.append(x.operand)
-        elif isinstance(x, (ListExpr, Dims)):
-            stack += list(x.items)
-        elif isinstance(x, Index):
-            stack += [x.target, x.index]
+    return (x for x in subexpressions(e) if isinstance(x, Func))
 
 
 def branches(body: Iterable) -> Iterable[tuple]:
