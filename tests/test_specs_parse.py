@@ -99,7 +99,8 @@ def test_blocks_present(name):
 
 
 # timm.res writes timm's registry under timm's names, which resnet.res shares for the
-# torchvision-style models; everywhere else a name belongs to one file.
+# torchvision-style models (tests/test_timm.py checks they are one architecture); everywhere
+# else a name belongs to one file.
 SHARED = {"resnet.res", "timm.res"}
 
 
@@ -113,25 +114,6 @@ def test_no_name_defined_twice():
                 assert item.name not in owner or shared, \
                     f"{item.name} in {name} and {owner[item.name]}"
                 owner[item.name] = name
-
-
-def _shared_networks() -> list[str]:
-    names = {f: {i.name for i in _parse(f).items if isinstance(i, n.NetworkInst)}
-             for f in SHARED}
-    return sorted(set.intersection(*names.values()))
-
-
-@pytest.mark.parametrize("network", _shared_networks())
-def test_a_network_named_in_both_files_is_the_same_architecture(network):
-    """Issue 14: a network of specs/resnet.res keeps its architecture in timm.res: the same
-    layers with the same shapes, parameters and MACs, in the same order."""
-    from resdsl.pipeline import check_file
-
-    def layers(path):
-        g = check_file(str(SPECS / path), networks=[network]).drafts[network]
-        return [(d["op"], d["shape"], d["params"], d["macs"]) for _, d in g.nodes(data=True)
-                if d["op"] not in ("input", "output", "relu")]
-    assert layers("resnet.res") == layers("timm.res")
 
 
 @pytest.mark.parametrize("name", ALL_FILES)
