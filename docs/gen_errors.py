@@ -28,7 +28,9 @@ EXAMPLES: list[tuple] = [
     # ---- E0xx: input ---------------------------------------------------------------------
     ("E001", "no such file", "The path given on the command line does not exist.",
      {}, ["nosuch.res"]),
-    ("E002", "a directory", "The path names a directory; pass the `.res` files in it.",
+    ("E002", "not a regular file", "The path names a directory, a FIFO, a device or a socket: "
+     "only regular files are read (a FIFO would block, a device never end); pass the `.res` "
+     "files in a directory.",
      {"specs/": None}, ["specs"]),
     ("E003", "cannot read the file",
      "The operating system refused the read: permission denied, a path through a file, an "

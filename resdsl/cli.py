@@ -36,11 +36,39 @@ def report(err: ResdslError, sources: dict[str, str] | None = None) -> None:
 
 
 def _write(path: str, text: str) -> None:
-    """Write an output file; not being able to is the user's error (E604, as for `draw`)."""
+    """Write an output file (a spec `fmt` rewrites, a compiled model) atomically: a temporary
+    file in the same folder, flushed and fsynced, given the old file's mode, then put in its
+    place with os.replace (through a symbolic link, at the link's target). A write that fails
+    (a full disk, a read-only folder) leaves the old file byte for byte as it was, and is the
+    user's error (E604, as for `draw`)."""
+    import tempfile
+
+    target = Path(os.path.realpath(path))
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        mode = target.stat().st_mode & 0o7777 if target.exists() else _default_mode()
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(text.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
     except OSError as e:
         raise ResdslError(f"cannot write '{path}': {e.strerror or e}", code="E604") from None
+
+
+def _default_mode() -> int:
+    """A new file's mode: 0o666 less the umask, as open() would give it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def guarded(fn: Callable[[], int]) -> int:

@@ -102,25 +102,49 @@ def _parse_bundled(text: str, file: str) -> n.Module:
 
 
 def read_text(path: str, span: Span | None = None) -> str:
-    """A spec file's text, or an InputError saying why it cannot be read."""
-    p = Path(path)
+    """A spec file's text, or an InputError saying why it cannot be read. Only a regular file
+    is read: it is opened without blocking (a FIFO with no writer would wait forever) and
+    checked on the open descriptor, so nothing can swap it in between."""
     try:
-        if p.is_dir():
-            raise InputError(f"'{path}' is a directory, not a spec file", span,
-                             "pass a .res file", code="E002")
-        with p.open("rb") as fh:  # read at most one byte too many: /dev/zero ends too
-            data = fh.read(MAX_FILE_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise InputError(f"no such file: '{path}'", span, code="E001") from None
     except PermissionError:
         raise InputError(f"cannot read '{path}': permission denied", span, code="E003") from None
     except (OSError, ValueError) as e:
+        if isinstance(e, IsADirectoryError):   # (where a directory cannot be opened)
+            raise InputError(f"'{path}' is a directory, not a spec file", span,
+                             "pass a .res file", code="E002") from None
         why = getattr(e, "strerror", None) or e
         raise InputError(f"cannot read '{path}': {why}", span, code="E003") from None
+    kind = _not_regular(os.fstat(fd).st_mode)
+    if kind:
+        os.close(fd)
+        if kind == "a directory":
+            raise InputError(f"'{path}' is a directory, not a spec file", span,
+                             "pass a .res file", code="E002")
+        raise InputError(f"'{path}' is {kind}, not a regular file", span,
+                         "specs are read from regular files", code="E002")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(MAX_FILE_BYTES + 1)
+        except OSError as e:
+            raise InputError(f"cannot read '{path}': {e.strerror or e}", span,
+                             code="E003") from None
     if len(data) > MAX_FILE_BYTES:
         raise InputError(f"'{path}' is larger than {MAX_FILE_BYTES:,} bytes, the most a spec "
                          "may be", span, code="E005")
     return decode(data, path, span)
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a file that is not a regular one is, in words (None: a regular file)."""
+    import stat
+    if stat.S_ISREG(mode):
+        return None
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a file")
 
 
 def decode(data: bytes, path: str, span: Span | None = None) -> str:

@@ -221,16 +221,76 @@ def test_compile_to_an_unwritable_place(tmp_path):
         assert r.stderr.startswith(f"error[E604]: cannot write '{out}': ")
 
 
-def test_fmt_cannot_write_back(tmp_path, monkeypatch):
-    spec = write(tmp_path, "t.res", "network tiny {input 3 x 8 x 8\nconv 4,3x3}\n")
+UNFORMATTED = "network tiny {input 3 x 8 x 8\nconv 4,3x3}\n" + "# a long comment\n" * 200
 
-    def refuse(self, *a, **k):
+
+def test_fmt_cannot_write_back(tmp_path, monkeypatch):
+    spec = write(tmp_path, "t.res", UNFORMATTED)
+
+    def refuse(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "write_text", refuse)
+    monkeypatch.setattr(cli_module.os, "replace", refuse)
     r = run("fmt", spec)
     assert r.exit_code == 1
     assert r.stderr == f"error[E604]: cannot write '{spec}': Permission denied\n"
+    assert Path(spec).read_text(encoding="utf-8") == UNFORMATTED
+    assert os.listdir(tmp_path) == ["t.res"]          # no temporary file left behind
+
+
+def test_fmt_write_that_fails_midway_leaves_the_spec_byte_identical(tmp_path, monkeypatch):
+    """Issue 16: fmt wrote in place, so a full disk left the spec cut off mid-line."""
+    spec = write(tmp_path, "t.res", UNFORMATTED)
+    os.chmod(spec, 0o640)
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli_module.os, "fsync", full)
+    r = run("fmt", spec)
+    assert r.exit_code == 1 and "No space left on device" in r.stderr
+    assert Path(spec).read_bytes() == UNFORMATTED.encode()
+    assert os.listdir(tmp_path) == ["t.res"]
+    monkeypatch.undo()
+    assert run("fmt", spec).exit_code == 0           # and when it can, it does, keeping the mode
+    assert Path(spec).read_text(encoding="utf-8").startswith("network tiny {\n  input")
+    assert os.stat(spec).st_mode & 0o777 == 0o640
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="ulimit")
+def test_fmt_under_a_file_size_limit_keeps_the_spec(tmp_path):
+    """`ulimit -f 1` (1 KiB): the rewrite cannot be written; the spec stays as it was."""
+    spec = write(tmp_path, "t.res", UNFORMATTED + "# padding\n" * 300)
+    before = Path(spec).read_bytes()
+    assert len(before) > 4096
+    r = subprocess.run(["bash", "-c", f'ulimit -f 1; "{sys.executable}" -m resdsl fmt "{spec}"'],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "E604" in r.stderr and "Traceback" not in r.stderr
+    assert Path(spec).read_bytes() == before
+    assert os.listdir(tmp_path) == ["t.res"]
+
+
+def test_fmt_in_a_read_only_folder_is_an_error_and_changes_nothing(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    spec = write(folder, "t.res", UNFORMATTED)
+    os.chmod(folder, 0o555)
+    try:
+        r = run("fmt", spec)
+        assert r.exit_code == 1 and "E604" in r.stderr
+        assert Path(spec).read_text(encoding="utf-8") == UNFORMATTED
+    finally:
+        os.chmod(folder, 0o755)
+
+
+def test_fmt_leaves_a_formatted_file_untouched(tmp_path):
+    spec = write(tmp_path, "t.res", TINY)
+    before = os.stat(spec).st_mtime_ns
+    time.sleep(0.01)
+    assert run("fmt", spec).exit_code == 0
+    assert os.stat(spec).st_mtime_ns == before
 
 
 # ---- usage errors -------------------------------------------------------------------------------

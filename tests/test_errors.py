@@ -2,6 +2,7 @@
 (file:line:col, message, the source line, the caret run, the hint)."""
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -730,10 +731,14 @@ def test_e003_permission_denied(tmp_path, monkeypatch):
     path = tmp_path / "secret.res"
     path.write_text("x = 1\n")
 
-    def refuse(self, *a, **k):
-        raise PermissionError(13, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "open", refuse)
+    def refuse(p, *a, **k):
+        if str(p) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(p, *a, **k)
+
+    monkeypatch.setattr(os, "open", refuse)
     assert render(file_failure(path)) == f"error[E003]: cannot read '{path}': permission denied"
 
 
@@ -760,13 +765,29 @@ def test_e005_too_large(tmp_path):
         f"error[E005]: '{big}' is larger than 10,000,000 bytes, the most a spec may be")
 
 
-def test_e005_endless_device():
+def test_e002_endless_device():
     if not Path("/dev/zero").exists():
         pytest.skip("no /dev/zero")
     start = time.perf_counter()
     err = failure('use "/dev/zero"\n', allow_any_path=True)
-    assert err.code == "E005"
+    assert err.code == "E002" and "a device, not a regular file" in err.message
     assert failure('use "/dev/zero"\n').code == "E211"  # not without the flag
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_e002_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
+    """Issue 16: `resdsl check fifo.res`, or `use` of one, blocked forever."""
+    fifo = tmp_path / "lib.res"
+    os.mkfifo(fifo)
+    start = time.perf_counter()
+    assert render(file_failure(fifo)) == (
+        f"error[E002]: '{fifo}' is a FIFO, not a regular file\n"
+        "  hint: specs are read from regular files")
+    spec = tmp_path / "net.res"
+    spec.write_text('use "lib.res"\n', encoding="utf-8")
+    err = file_failure(spec)
+    assert err.code == "E002" and err.span.line == 1 and err.span.file == str(spec)
     assert time.perf_counter() - start < 5
 
 
