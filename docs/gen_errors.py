@@ -214,6 +214,13 @@ EXAMPLES: list[tuple] = [
      "reach it too.",
      {"net.res": "network big {\n  input 3 x 8192 x 8192\n  conv 4096, 3x3\n}\n"},
      ["net.res"]),
+    ("E507", "attribute too large for PyTorch",
+     "A layer's integer attribute (a kernel, stride, padding, dilation, channel or group count)"
+     " or an input size is above 2**31 - 1: PyTorch computes output sizes from these in 64-bit "
+     "integers, which such values can overflow, so shape inference and PyTorch would disagree.",
+     {"net.res": "network n {\n  input 3 x 32 x 32\n  conv 8, 3x3, dilation = 4611686018427387903"
+                 "\n}\n"},
+     ["net.res"]),
     # ---- E6xx: output and external tools --------------------------------------------------
     ("E601", "Graphviz `dot` not found",
      "`resdsl draw` to .svg, .png or .pdf runs Graphviz's `dot` program; it is not on PATH. "

@@ -551,6 +551,7 @@ class Elaborator:
             if x < 1:
                 raise SpecValueError(f"input sizes must be positive, got {x}", stmt.shape.span,
                                      code="E301")
+            _positive(x, stmt.shape.span, "an input size")
         return (v[0], v[1], v[2])
 
     def _stage(self, st: n.Stage, env: Env) -> StageNode:
@@ -798,10 +799,17 @@ def coerce(v: Value, typ: str, what: str, span: Span) -> Any:
     return _positive(x, span, what, zero_ok=typ in (NONNEG, INT))
 
 
+MAX_ATTR = 2 ** 31 - 1   # a layer's integer attribute: PyTorch's arithmetic on it fits int64
+
+
 def _positive(x: int, span: Span, what: str, zero_ok: bool = False) -> int:
     if x < 0 or (x == 0 and not zero_ok):
         raise SpecValueError(f"{what} must be {'non-negative' if zero_ok else 'positive'}, "
                              f"got {x}", span, code="E301")
+    if x > MAX_ATTR:
+        raise LimitError(f"{what} {_short(x)} is more than {MAX_ATTR:,} (2**31 - 1)", span,
+                         "PyTorch computes sizes from it in 64-bit integers, which a larger "
+                         "value can overflow", code="E507")
     return x
 
 

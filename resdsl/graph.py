@@ -293,6 +293,10 @@ def check_input_shape(shape: Any) -> tuple[int, int, int]:
     if min(shape) < 1:
         raise SpecValueError(f"input sizes must be positive, got {tuple(shape)}", None,
                              code="E301")
+    if max(shape) > 2 ** 31 - 1:
+        raise LimitError(f"input size {tuple(shape)} is more than 2**31 - 1 in a dimension",
+                         None, "PyTorch computes sizes from it in 64-bit integers, which a "
+                         "larger value can overflow", code="E507")
     return (shape[0], shape[1], shape[2])
 
 

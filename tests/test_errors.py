@@ -491,6 +491,20 @@ net.res:2:5: error[E503]: list longer than 10000
   |
 2 | y = x + x
   |     ^^^^^""", id="E503-join"),
+    pytest.param("E507", "network n {\n  input 3 x 32 x 32\n  conv 8, 3x3, dilation = 4611686018427387903\n}\n", """\
+net.res:3:27: error[E507]: `conv` dilation 4611686018427387903 is more than 2,147,483,647 (2**31 - 1)
+  |
+3 |   conv 8, 3x3, dilation = 4611686018427387903
+  |                           ^^^^^^^^^^^^^^^^^^^
+  hint: PyTorch computes sizes from it in 64-bit integers, which a larger value can overflow""",
+                 id="E507-dilation"),
+    pytest.param("E507", "network n {\n  input 3 x 4294967296 x 8\n}\n", """\
+net.res:2:9: error[E507]: an input size 4294967296 is more than 2,147,483,647 (2**31 - 1)
+  |
+2 |   input 3 x 4294967296 x 8
+  |         ^^^^^^^^^^^^^^^^^^
+  hint: PyTorch computes sizes from it in 64-bit integers, which a larger value can overflow""",
+                 id="E507-input"),
 ]
 
 

@@ -324,3 +324,9 @@ def test_names_and_values_that_cannot_work_are_errors(text, code):
     with pytest.raises(ResdslError) as info:
         resdsl.build(text)
     assert info.value.code == code
+
+
+@pytest.mark.parametrize("kw", [{"input_shape": (3, 2 ** 40, 8)}])
+def test_an_input_size_pytorch_cannot_compute_with_is_a_limit_error(kw):
+    e = error("network n {\n  input 3 x 8 x 8\n  conv 4, 3x3\n}\n", **kw)
+    assert e.code == "E507"
