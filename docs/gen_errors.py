@@ -109,6 +109,19 @@ EXAMPLES: list[tuple] = [
      "with `..` or through a symbolic link, is refused unless `--allow-any-path` is given "
      "(API: `allow_any_path=True`).",
      {"net.res": 'use "../common.res"\n'}, ["net.res"]),
+    ("E212", "bad argument to the Python API",
+     "An argument of `resdsl.build` or `resdsl.emit_python` has the wrong type or value: the "
+     "spec must be a path or spec text (a `pathlib.Path` is a path; a str is a path when it has "
+     "no newline and ends in `.res` or names a file), `network` a str, `features` a list of "
+     "names, the limits positive ints, `kernels` one of \"auto\", \"triton\", \"torch\" or "
+     "None, and the flags (`fuse`, `allow_any_path`, ...) True or False.",
+     {"net.res": "network n {\n  input 3 x 8 x 8\n  conv 4, 3x3\n}\n"},
+     ["python", "import resdsl\n\nresdsl.build(\"net.res\", allow_any_path=\"no\")"]),
+    ("E213", "a model resdsl.optimize cannot take",
+     "`resdsl.optimize` takes a model `resdsl.build` made, as it made it: not another module, "
+     "not a model optimized already, not one whose layers were replaced since.",
+     {"net.res": "network n {\n  input 3 x 8 x 8\n  conv 4, 3x3\n}\n"},
+     ["python", "import resdsl\n\nresdsl.optimize(resdsl.optimize(resdsl.build(\"net.res\")))"]),
     # ---- E3xx: values --------------------------------------------------------------------
     ("E301", "value out of range",
      "A number outside its parameter's range: sizes, channels, strides, groups and dilations "

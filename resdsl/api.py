@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .dispatch import KERNELS
 from .elaborate import concrete_networks
-from .errors import SpecNameError
+from .errors import ResdslError, SpecNameError, SpecValueError
 from .limits import MAX_LAYERS, MAX_MACS, MAX_PARAMS, Limits
 from .loader import Program
 from .pipeline import Compiled, compile_network, load_spec
@@ -24,6 +25,34 @@ def _one(program: Program, network: str | None) -> str:
             f"the spec defines {len(names)} buildable networks; say which with network=...",
             None, f"networks: {', '.join(names)}" if names else None, code="E209")
     return names[0]
+
+
+def _bad(what: str, want: str, value: Any) -> ResdslError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return SpecValueError(f"{what} must be {want}, not {type(value).__name__} {shown}", None,
+                          code="E212")
+
+
+def _check_arguments(spec: Any, network: Any, features: Any, kernels: Any,
+                     limits: dict[str, Any], flags: dict[str, Any]) -> None:
+    """E212 for an argument of the wrong type or value, at the API's boundary, before any
+    stage sees it (booleans must be bool: "no" is not false)."""
+    if not isinstance(spec, (str, Path)):
+        raise _bad("spec", "a path (str or pathlib.Path) or spec text", spec)
+    if network is not None and not isinstance(network, str):
+        raise _bad("network", "the name of a network (a str) or None", network)
+    if features is not None and not (isinstance(features, (list, tuple)) and all(
+            isinstance(f, str) for f in features)):
+        raise _bad("features", "a list of layer or stage names (str)", features)
+    if kernels is not None and kernels not in KERNELS:
+        raise _bad("kernels", f"one of {', '.join(map(repr, KERNELS))} or None", kernels)
+    for name, v in limits.items():
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise _bad(name, "a positive int", v)
+    for name, v in flags.items():
+        if not isinstance(v, bool):
+            raise _bad(name, "True or False", v)
 
 
 def _compiled(spec: str | Path, network: str | None, *, max_layers: int, max_params: int,
@@ -47,6 +76,10 @@ def emit_python(spec: str | Path, network: str | None = None, *,
     `inference` folds BNs into convs (the network's `from_trained` loads trained weights)."""
     from .backends.pytorch import emit
 
+    _check_arguments(spec, network, features, kernels,
+                     dict(max_layers=max_layers, max_params=max_params, max_macs=max_macs),
+                     dict(standalone=standalone, fuse=fuse, allow_any_path=allow_any_path,
+                          inference=inference))
     c = _compiled(spec, network, max_layers=max_layers, max_params=max_params, max_macs=max_macs,
                   allow_any_path=allow_any_path, overrides=overrides, input_shape=input_shape,
                   fuse=fuse, inference=inference, features=features)
@@ -64,7 +97,13 @@ def build(spec: str | Path, network: str | None = None, *, features: list[str] |
     `overrides` set the network's parameters (`num_classes=10`); `features` names top-level
     layers or stages whose outputs `forward` returns as a list instead of the logits; `fuse`
     runs the fusion pass (docs/passes.md); `kernels` ("auto", "triton", "torch"; None:
-    $RESDSL_KERNELS) picks the fused BNs' implementation."""
+    $RESDSL_KERNELS) picks the fused BNs' implementation. A `pathlib.Path` is a path; a str
+    is a path when it has no newline and ends in `.res` or names an existing file, and spec
+    text otherwise. A bad argument is a ResdslError (E212), as every error here is."""
+    _check_arguments(spec, network, features, kernels,
+                     dict(max_layers=max_layers, max_params=max_params, max_macs=max_macs),
+                     dict(zero_init_residual=zero_init_residual, fuse=fuse,
+                          allow_any_path=allow_any_path))
     c = _compiled(spec, network, max_layers=max_layers, max_params=max_params, max_macs=max_macs,
                   allow_any_path=allow_any_path, overrides=overrides, input_shape=input_shape,
                   fuse=fuse, features=features)
@@ -96,12 +135,25 @@ def optimize(model):
     from .fold import fold
     from .runtime import fold_state_dict
 
-    if not hasattr(model, "resdsl_graph"):
-        raise TypeError("resdsl.optimize takes a model made by resdsl.build")
-    opts = model.resdsl_options
-    fast = _module(fold(model.resdsl_graph, keep=opts["features"] or ())[0], opts)
+    g, opts = getattr(model, "resdsl_graph", None), getattr(model, "resdsl_options", None)
+    if g is None or not isinstance(opts, dict):
+        raise SpecValueError(f"resdsl.optimize takes a model made by resdsl.build, not "
+                             f"{type(model).__name__}", None,
+                             "build it with resdsl.build(spec) first", code="E213")
+    if g.graph.get("inference"):
+        raise SpecValueError("this model is optimized already", None,
+                             "optimize the model resdsl.build made", code="E213")
+    fast = _module(fold(g, keep=opts["features"] or ())[0], opts)
     # what the emitted from_trained does, on the model already made
-    fast.load_state_dict(fold_state_dict(model.state_dict(), type(fast).FOLDED))
+    try:
+        fast.load_state_dict(fold_state_dict(model.state_dict(), type(fast).FOLDED))
+    except (KeyError, RuntimeError) as e:
+        lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+        first = (lines[1] if len(lines) > 1 else lines[0])[:200]
+        raise SpecValueError("the model's layers no longer match the spec it was built from "
+                             f"(a layer replaced or removed?): {first}", None,
+                             "optimize the model as resdsl.build made it, then change it",
+                             code="E213") from None
     return fast.eval().to(memory_format=torch.channels_last)
 
 

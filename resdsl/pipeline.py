@@ -39,11 +39,24 @@ class Checked:
 
 
 def load_spec(spec: str | Path, limits: Limits = Limits()) -> Program:
-    """A spec given as a path or as text (anything with a newline or a brace is text)."""
-    text = str(spec)
-    if isinstance(spec, Path) or ("\n" not in text and "{" not in text):
-        return load(text, limits.allow_any_path)
-    return load_text(text, allow_any_path=limits.allow_any_path)
+    """A spec given as a path or as text: a `Path` is a path; a str is a path when it has no
+    newline and ends in `.res` or names an existing file, or has no brace either (so that a
+    missing file is E001, not a syntax error); anything else is spec text."""
+    if isinstance(spec, Path) or _is_path(spec):
+        return load(str(spec), limits.allow_any_path)
+    return load_text(spec, allow_any_path=limits.allow_any_path)
+
+
+def _is_path(text: str) -> bool:
+    import os
+    if "\n" in text:
+        return False
+    if text.endswith(".res") or "{" not in text:
+        return True
+    try:
+        return os.path.isfile(text)
+    except (OSError, ValueError):
+        return False
 
 
 def check_program(program: Program, networks: list[str] | None = None,
