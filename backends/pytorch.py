@@ -36,6 +36,111 @@ from torch import nn
 _TAKEN = {"torch", "nn", "F", "PadShortcut", "projection", "avg_down", "init_weights",
           "OrderedDict", "Optional", "BatchNormAct2d", "Conv2dAct",
           "fold_state_dict", "DropPath", "ChannelConv", "BlurPool2d"}
+# Names of the network class itself (the inference network's, see Emitter.from_trained),
+# which a top-level layer or stage may not take: `resdsl.optimize` reads FOLDED.
+_NETWORK_CLASS = frozenset({"FOLDED", "from_trained"})
+
+
+@functools.cache
+def _runtime_names() -> frozenset[str]:
+    """Every name the standalone runtime binds at module level: what resdsl/dispatch.py,
+    kernels.py and runtime.py (which `--standalone` inlines, see _runtime_source) define,
+    assign, import or declare global, read from their source, so that no generated class
+    shadows one of them."""
+    import ast
+
+    from resdsl import dispatch, kernels, runtime
+
+    names: set[str] = set()
+
+    def bind(stmts: list) -> None:
+        for node in stmts:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+            else:
+                for child in ast.iter_child_nodes(node):
+                    if isinstance(child, ast.stmt):
+                        bind([child])
+                    elif isinstance(child, ast.excepthandler):
+                        names.update([child.name] if child.name else [])
+                        bind(child.body)
+                    else:
+                        names.update(n.id for n in ast.walk(child)
+                                     if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+
+    for module in (dispatch, kernels, runtime):
+        tree = ast.parse(inspect.getsource(module))
+        bind(tree.body)
+        names.update(n for node in ast.walk(tree) if isinstance(node, ast.Global)
+                     for n in node.names)
+    return frozenset(names)
+
+
+def _identifier(candidate: str) -> str:
+    """`candidate` as a Python identifier that a class body does not mangle: other characters
+    become `_`, a run of leading underscores one `_` (`__x` inside a class is `_Cls__x`), and a
+    leading digit gets a `_` before it."""
+    name = re.sub(r"^_+", "_", re.sub(r"\W", "_", candidate, flags=re.ASCII)) or "_"
+    return f"_{name}" if name[0].isdigit() else name
+
+
+class Namespace:
+    """Hands out the identifiers of the generated code, as torch.fx's `_Namespace` does: it
+    knows the names the module-level code and the inlined runtime bind, Python's keywords and
+    builtins, and every name taken so far (a `scope()` adds its own, e.g. one constructor's
+    parameters, on top of its parent's); `create` makes a candidate a valid identifier that no
+    class body mangles and appends a number until it is free.
+
+    Submodule attributes are not its business: they are the spec's names exactly (the
+    state_dict keys), set with add_module where they cannot be plain attributes, and
+    check_names rejects those that collide with names the classes define (E210)."""
+
+    def __init__(self, reserved=(), parent: Namespace | None = None):
+        self.taken: set[str] = set(reserved)
+        self.parent = parent
+
+    @classmethod
+    def module(cls) -> Namespace:
+        """The generated module's namespace: what its own code, the header's imports and the
+        standalone runtime bind, and Python's keywords and builtins."""
+        return cls(_TAKEN | _runtime_names() | set(dir(builtins)) | set(keyword.kwlist))
+
+    def scope(self, reserved=()) -> Namespace:
+        return Namespace(reserved, self)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.taken or (self.parent is not None and name in self.parent)
+
+    def free(self, name: str) -> bool:
+        return (name.isidentifier() and name.isascii() and not keyword.iskeyword(name)
+                and not name.startswith("__") and name not in self)
+
+    def take(self, name: str) -> str:
+        assert self.free(name), name
+        self.taken.add(name)
+        return name
+
+    def create(self, candidate: str, sep: str = "", bare: bool = True) -> str:
+        """`candidate` made an identifier, else with `sep` and 2, 3, ... appended (from 2 at
+        once unless `bare`)."""
+        base = _identifier(candidate)
+        name, i = (base, 2) if bare else (f"{base}{sep}2", 3)
+        while not self.free(name):
+            name, i = f"{base}{sep}{i}", i + 1
+        return self.take(name)
+
+    def keyed(self, candidate: str, make):
+        """`make(key)`: a constructor (Ctor) whose slots are named from `key`. The one of key
+        `candidate`, `candidate_`, `candidate__`, ... whose slots are all free here; they are
+        taken."""
+        key, made = candidate, make(candidate)
+        while any(n in self for n in made.slots):
+            key += "_"
+            made = make(key)
+        self.taken.update(made.slots)
+        return made
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,6 +174,7 @@ def _num(v: Any) -> str:
 
 
 def _camel(name: str) -> str:
+    """A class name from a spec name (Namespace.create makes it an identifier)."""
     return "".join(p[:1].upper() + p[1:] for p in name.split("_") if p) or "Block"
 
 
@@ -273,21 +379,24 @@ class BlockClass:
 
 
 def check_names(s: Structure) -> None:
-    """E210: a submodule may not take a name nn.Module or the generated class already uses.
+    """E210: a submodule may not take a name nn.Module or the generated class already uses
+    (a block class's `zero_init` and shortcut, the network class's FOLDED and from_trained):
+    such names are refused rather than renamed, so every state_dict key is the spec's name.
     The pipeline checks the spec's own graph too, so that a label a pass fused away is an
     error all the same."""
     reserved = _module_attrs() | {"training", "zero_init", "downsample"}
-    items = list(s.items(None))
+    items = [(i, reserved | _NETWORK_CLASS) for i in s.items(None)]
     for b in s.blocks():
-        items += [i for role in ("pre", "residual", "post") for i in s.items(b, role)]
-    for kind, path in items:
+        items += [(i, reserved) for role in ("pre", "residual", "post") for i in s.items(b, role)]
+    for (kind, path), names in items:
         name = s.name(kind, path).split(".")[0]   # a key path's container is the attribute
-        if name in reserved:
+        if name in names:
             span = s.scopes[path]["span"] if kind == "scope" else s.g.nodes[path]["span"]
+            owner = ("the generated network class" if name in _NETWORK_CLASS else
+                     "nn.Module (or the generated block class)")
             raise SpecNameError(
-                f"'{name}' cannot name a layer in PyTorch: nn.Module (or the generated block "
-                "class) already uses it", span, f"label it differently, e.g. '{name}_'",
-                code="E210")
+                f"'{name}' cannot name a layer in PyTorch: {owner} already uses it", span,
+                f"label it differently, e.g. '{name}_'", code="E210")
 
 
 class Emitter:
@@ -296,7 +405,7 @@ class Emitter:
         self.s = Structure(g)
         self.classes: dict[tuple, BlockClass] = {}
         self.of: dict[str, BlockClass] = {}
-        self.used_names = set(_TAKEN) | set(dir(builtins)) | set(keyword.kwlist)
+        self.names = Namespace.module()   # every identifier the output binds
         self.needs: set[str] = set()
         self.kernel_modules: set[str] = set()  # runtime classes that take the kernel choice
         self.kernels: str | None = None
@@ -308,17 +417,14 @@ class Emitter:
 
     # -- naming
     def class_name(self, base: str) -> str:
-        name, i = _camel(base), 2
-        while name in self.used_names or keyword.iskeyword(name):
-            name, i = f"{_camel(base)}{i}", i + 1
-        self.used_names.add(name)
-        return name
+        return self.names.create(_camel(base))
 
     # -- structure
     def steps(self, b: str) -> tuple[list[Step], list[Step], list[Step]]:
         """(pre, residual, post) steps of a block; the shortcut is the parent's business."""
         if b not in self._steps:
             merge = self.s.shortcuts.get(b, (None, None, None))[1]
+            slots = Namespace()   # the block's slots: each layer's own (`a.0` and `a_0`)
             out = []
             for role in ("pre", "residual", "post"):
                 out.append([])
@@ -327,10 +433,10 @@ class Emitter:
                     if kind == "scope":
                         out[-1].append(Step("block", name, block=path))
                     else:
-                        out[-1].append(Step("layer", name, layer_ctor(self.g, path,
-                                                                      slot_key(name), self.keep),
-                                            _needs_flatten(self.g, path), residual=path == merge,
-                                            node=path))
+                        ctor = slots.keyed(slot_key(name), functools.partial(
+                            layer_ctor, self.g, path, keep=self.keep))
+                        out[-1].append(Step("layer", name, ctor, _needs_flatten(self.g, path),
+                                            residual=path == merge, node=path))
             self._steps[b] = (out[0], out[1], out[2])
         return self._steps[b]
 
@@ -452,14 +558,12 @@ class Emitter:
         candidates += [p for p in spec_params if col == [self.args(b)[p] for b in cls.instances]]
         candidates.append(slot)
         shortcut = cls.signature[6] or "downsample"
+        names = self.names.scope(taken | {"self", "super", shortcut})
         for c in candidates:
-            if c not in taken and safe_attr(c) and c not in self.used_names | {"self", "super",
-                                                                                 shortcut}:
+            if safe_attr(c) and names.free(c):
                 return c
-        i = 2
-        while f"{slot}_{i}" in taken:
-            i += 1
-        return f"{slot}_{i}"
+        # the slot itself was refused unless it had to change to be an identifier (`__x_in`)
+        return names.create(slot, "_", bare=_identifier(slot) != slot)
 
     def slots(self, b: str) -> dict[str, Any]:
         pre, res, post = self.steps(b)

@@ -21,6 +21,7 @@ from click.testing import CliRunner  # noqa: E402
 from torch import nn  # noqa: E402
 
 import resdsl  # noqa: E402
+from resdsl.errors import ResdslError  # noqa: E402
 from resdsl import ir  # noqa: E402
 from resdsl.cli import main  # noqa: E402
 from resdsl.fold import fold  # noqa: E402
@@ -234,8 +235,9 @@ def test_optimize_keeps_features():
 
 
 def test_optimize_wants_a_resdsl_model():
-    with pytest.raises(TypeError, match="resdsl.build"):
+    with pytest.raises(ResdslError, match="resdsl.build") as info:
         resdsl.optimize(nn.Linear(2, 2))
+    assert info.value.code == "E213"
 
 
 def load_module(path: Path, name: str):

@@ -194,6 +194,7 @@ torch = pytest.importorskip("torch")
 from torch import nn
 
 import resdsl
+from resdsl.errors import ResdslError
 from resdsl.runtime import BatchNormAct2d
 
 SMALL = """
@@ -359,8 +360,9 @@ def test_kernels_option_and_environment(monkeypatch):
     assert {m.kernels for m in model.modules() if isinstance(m, BatchNormAct2d)} == {"torch"}
     source, _, _ = resdsl.emit_python(SMALL, "unit_a", kernels="triton")
     assert "kernels: str | None = 'triton'" in source
-    with pytest.raises(ValueError, match="kernels"):
+    with pytest.raises(ResdslError, match="kernels") as info:   # at the API's boundary
         resdsl.emit_python(SMALL, "unit_a", kernels="cuda")
+    assert info.value.code == "E212"
     model = resdsl.build(SMALL, "unit_a")
     assert {m.kernels for m in model.modules() if isinstance(m, BatchNormAct2d)} == {None}
     monkeypatch.setenv("RESDSL_KERNELS", "fast")

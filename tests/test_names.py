@@ -1,0 +1,244 @@
+"""Any name the grammar accepts either compiles to Python that imports, constructs and runs in
+every emit mode (python, --standalone, --inference, --no-fuse; resdsl.build and
+resdsl.optimize), with the spec's names as its state_dict keys, or is refused with a located
+error (issue 16).
+
+Generated identifiers (class names, constructor parameters, slots) come from one
+backends.pytorch.Namespace, which knows what the module-level code and the inlined runtime
+bind; submodule attributes stay the spec's names, and the ones that would collide with a name
+the generated classes define are E210.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from click.testing import CliRunner
+from resdsl.backends.pytorch import Namespace, _runtime_names
+
+import resdsl
+from resdsl.cli import main
+from resdsl.errors import ResdslError
+from resdsl.pipeline import check_text
+
+# One spec with a slot in every role a name can take. The post-merge conv's width is no
+# block parameter, so its constructor parameter is named after its slot (the label's).
+SPEC = """
+block BLOCK(PARAM, stride = 1) {
+  residual {
+    conv PARAM, 3x3, stride = stride; bn; relu
+    conv PARAM, 3x3
+    bn(zero_init)
+  }
+  shortcut projection
+  merge add
+  relu
+  BLABEL: conv 2 * PARAM, 1x1
+}
+network NET(num_classes = 10) {
+  input 3 x 8 x 8
+  conv 8, 3x3
+  TLABEL: bn
+  relu
+  KEY.0: conv 8, 1x1
+  KEY.1: bn
+  stage STAGE = 2 x BLOCK(8)
+  stage layer2 = 1 x BLOCK(16, stride = 2)
+  avgpool: avgpool
+  fc: fc num_classes
+}
+"""
+DEFAULTS = {"BLOCK": "blk", "PARAM": "planes", "BLABEL": "post", "NET": "net",
+            "TLABEL": "top", "KEY": "deep", "STAGE": "layer1"}
+ROLES = {"network": "NET", "block": "BLOCK", "block parameter": "PARAM",
+         "block label": "BLABEL", "top-level label": "TLABEL", "key path": "KEY",
+         "stage": "STAGE"}
+
+KEYWORDS = ["class", "def", "lambda", "None", "True", "return", "import", "if", "not",
+            "block", "network", "stage", "input", "x"]
+BUILTINS = ["print", "super", "object", "type", "len"]
+DUNDERS = ["__init__", "__class__", "__dict__", "__x__", "__import__", "__builtins__",
+           "__module__", "__qualname__"]
+UNDERSCORES = ["_", "__", "_1", "__x", "_2x", "__1"]
+RUNTIME = ["torch", "nn", "F", "KERNELS", "ENV", "HAS_TRITON", "bn_act", "BatchNormAct2d",
+           "init_weights", "projection", "OrderedDict", "FOLDED", "from_trained", "forward",
+           "training", "self", "zero_init", "downsample", "in_channels", "kernels",
+           "identity", "features"]
+NAMES = KEYWORDS + BUILTINS + DUNDERS + UNDERSCORES + RUNTIME
+
+MODES = {"python": {}, "standalone": {"standalone": True}, "inference": {"inference": True},
+         "no-fuse": {"fuse": False}}
+
+
+def spec(role: str, name: str) -> str:
+    text = SPEC
+    for slot, default in DEFAULTS.items():
+        text = text.replace(slot, name if ROLES[role] == slot else default)
+    return text
+
+
+def refusal(text: str) -> ResdslError | None:
+    """The error `resdsl check`, or else the PyTorch backend's own check (E210), gives."""
+    try:
+        check_text(text)
+        resdsl.emit_python(text)   # the backend's own check (E210) runs before it emits
+    except ResdslError as e:
+        return e
+    return None
+
+
+def load(source: str, cls: str):
+    namespace = {"__name__": "resdsl_test_names"}
+    exec(compile(source, "<test_names>", "exec"), namespace)  # noqa: S102 - generated code
+    return namespace[cls]
+
+
+def run(model, shape) -> None:
+    """A forward on a batch of two 3x8x8 inputs gives the output shape the graph says."""
+    with torch.no_grad():
+        y = model(torch.randn(2, 3, 8, 8))
+    assert tuple(y.shape) == (2, *shape)
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+@pytest.mark.parametrize("name", NAMES)
+def test_a_name_compiles_in_every_mode_or_is_refused_where_it_stands(role, name):
+    text = spec(role, name)
+    err = refusal(text)
+    if err is not None:
+        assert err.span is not None and err.code, (err.code, err.message)
+        return
+    torch.manual_seed(0)
+    built = resdsl.build(text)
+    keys = list(built.state_dict())
+    for mode, options in MODES.items():
+        source, cls, g = resdsl.emit_python(text, **options)
+        shape = g.nodes["output"]["shape"]
+        model = load(source, cls)()
+        if mode == "inference":
+            model = load(source, cls).from_trained(built.state_dict())
+        else:
+            model.eval()
+        run(model, shape)
+        if mode == "python":
+            assert list(model.state_dict()) == keys
+    assert all(k.split(".")[0] in {"conv1", "top", "relu1", "deep", "layer1", "layer2",
+                                   "avgpool", "fc", name} for k in keys)
+    run(built.eval(), shape)
+    run(resdsl.optimize(built), shape)
+
+
+@pytest.mark.parametrize("net,blk", [("_1", "_2"), ("__x", "_"), ("_9", "__2"), ("__", "_x")])
+def test_class_names_are_identifiers(net, blk):
+    """`_camel` drops underscores: `_1` was `class 1(nn.Module)`; a leading digit keeps a `_`."""
+    text = (f"block {blk}(planes) {{ conv planes, 3x3 }}\n"
+            f"network {net} {{ input 3 x 8 x 8; conv 8, 3x3; stage s = {blk}(8) }}\n")
+    for options in MODES.values():
+        source, cls, _ = resdsl.emit_python(text, **options)
+        classes = [line.split("(")[0][6:] for line in source.splitlines()
+                   if line.startswith("class ") and line.endswith("(nn.Module):")]
+        assert cls in classes and all(c.isidentifier() and not c.startswith("__")
+                                      for c in classes), classes
+        assert load(source, cls)().eval()(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
+    assert resdsl.emit_python(text)[1] == {"_1": "_1", "__x": "X", "_9": "_9", "__": "Block"}[net]
+
+
+def test_a_network_named_like_a_runtime_name_is_renamed_in_every_mode():
+    text = "network KERNELS { input 3 x 8 x 8; conv 8, 3x3; bn; relu }"
+    for options in MODES.values():
+        source, cls, _ = resdsl.emit_python(text, **options)
+        assert cls == "KERNELS2"
+        load(source, cls)().eval()(torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("label", ["__x", "_", "__", "__import__", "__builtins__", "__x__"])
+def test_a_parameter_named_after_a_label_is_not_mangled(label):
+    """A constructor parameter named after its slot (`__x_out`) would be `_B__x_out` inside
+    the class body: the name the namespace gives it has at most one leading underscore."""
+    text = (f"block b(planes) {{ {label}: conv 2 * planes, 3x3 }}\n"
+            "network n { input 3 x 8 x 8; stage s = b(4); stage t = b(8) }\n")
+    source, cls, _ = resdsl.emit_python(text)
+    assert "def __init__(self, in_channels: int, " in source
+    assert "(self, __" not in source and ", __" not in source.split("class N(")[0]
+    model = load(source, cls)()
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 16, 8, 8)
+    assert {k.split(".")[2] for k in model.state_dict()} == {label}
+
+
+@pytest.mark.parametrize("first,second", [("a.0", "a_0"), ("0", "n0")])
+def test_labels_with_one_slot_key_keep_their_own_slots(first, second):
+    """`a.0` and `a_0` (and `0` and `n0`) both made the slot `a_0_out`: one constructor
+    parameter for two layers of different widths."""
+    text = (f"block b(planes) {{\n  {first}: conv planes, 1x1\n  {second}: conv 2 * planes, "
+            "1x1\n  relu\n}\nnetwork n {\n  input 3 x 8 x 8\n  stage s = b(4)\n  stage t = "
+            "b(8)\n}\n")
+    model = resdsl.build(text, fuse=False)
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 16, 8, 8)
+    layers = dict(model.t[0].named_modules())
+    assert layers[first].in_channels == 8 and layers[first].out_channels == 8
+    assert layers[second].out_channels == 16
+
+
+@pytest.mark.parametrize("label", ["__x", "_", "KERNELS", "class", "_1", "a.0", "init_weights"])
+def test_a_nested_block_label(label):
+    text = ("block inner(c) { conv 2 * c, 3x3; bn; relu }\n"
+            f"block b(planes) {{ conv planes, 1x1\n  {label}: inner(planes)\n"
+            "  conv planes, 1x1 }\n"
+            "network n { input 3 x 8 x 8; stage s = b(4); stage t = b(8) }\n")
+    for options in MODES.values():
+        source, cls, _ = resdsl.emit_python(text, **options)
+        assert load(source, cls)().eval()(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
+    model = resdsl.build(text)
+    assert f"s.0.{label}.conv1.weight" in model.state_dict()
+    assert resdsl.optimize(model)(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
+
+
+@pytest.mark.parametrize("name", ["FOLDED", "from_trained"])
+def test_the_network_class_names_are_e210_at_the_top_level_only(name):
+    for text in (f"network n {{ input 3 x 8 x 8; conv 8, 3x3; {name}: bn; relu }}",
+                 (f"block b(c) {{ conv c, 3x3 }}\nnetwork n {{ input 3 x 8 x 8; stage {name} "
+                  "= b(8) }")):
+        with pytest.raises(ResdslError) as err:
+            resdsl.emit_python(text, inference=True)
+        assert err.value.code == "E210" and err.value.span is not None
+        assert f"'{name}'" in err.value.message and "network class" in err.value.message
+    inside = f"block b(c) {{ conv c, 3x3; {name}: bn }}\nnetwork n {{ input 3 x 8 x 8; " \
+             "stage s = b(8) }"
+    fast = resdsl.optimize(resdsl.build(inside))
+    assert f"s.0.{name}.weight" not in fast.state_dict()   # folded into the conv
+    assert fast(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
+
+
+def test_the_namespace_knows_the_standalone_runtime():
+    names = _runtime_names()
+    # read from the source: definitions, constants, imports and globals bound in functions
+    assert {"KERNELS", "ENV", "HAS_TRITON", "bn_act", "BatchNormAct2d", "init_weights",
+            "projection", "fold_state_dict", "F", "torch", "nn", "os", "triton", "tl",
+            "RESIDUAL_AT", "TILE_ELEMENTS"} <= names
+    ns = Namespace.module()
+    assert [ns.create(c) for c in ("KERNELS", "KERNELS", "1", "__x", "print", "None", "A")] == \
+           ["KERNELS2", "KERNELS3", "_1", "_x", "print2", "None2", "A"]
+    local = ns.scope({"planes"})
+    assert local.create("planes", "_") == "planes_2" and "planes" not in ns
+    assert local.create("__x_out", "_") == "_x_out"
+
+
+def test_the_cli_output_imports_as_a_module(tmp_path, monkeypatch):
+    spec_file = tmp_path / "n.res"
+    spec_file.write_text("block _2(planes) { __x: conv planes, 3x3; bn; relu }\n"
+                         "network _1 { input 3 x 8 x 8; stage s = _2(4); stage t = _2(8) }\n",
+                         encoding="utf-8")
+    for i, flags in enumerate([[], ["--standalone"], ["--inference"], ["--no-fuse"]]):
+        out = tmp_path / f"m{i}.py"
+        r = CliRunner().invoke(main, ["compile", str(spec_file), "-o", str(out), *flags])
+        assert r.exit_code == 0, r.output
+        loaded = importlib.util.spec_from_file_location(f"resdsl_test_names_m{i}", out)
+        module = importlib.util.module_from_spec(loaded)
+        monkeypatch.setitem(sys.modules, loaded.name, module)
+        loaded.loader.exec_module(module)
+        model = module._1().eval()
+        assert model(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
+        assert all(".__x." in k for k in model.state_dict() if "bn" not in k)
