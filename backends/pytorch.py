@@ -17,12 +17,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from resdsl.dispatch import KERNELS
 from resdsl.errors import SpecNameError
 from resdsl.ir import Structure, path_stride
 from resdsl.ops import OPS, SHORTCUTS
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 HEADER = '''"""{title}
 
@@ -143,9 +146,43 @@ class Namespace:
         return made
 
 
+# What an nn.Module instance has as attributes (dir(nn.Module()), torch 2.11-2.14): no
+# submodule may take one of these names. `resdsl check` tests names against this without
+# importing torch; tests/test_names.py checks it holds every name of the installed torch.
+NN_MODULE_ATTRS = frozenset({
+    'T_destination', '__annotations__', '__call__', '__class__', '__delattr__', '__dict__',
+    '__dir__', '__doc__', '__eq__', '__format__', '__ge__', '__getattr__', '__getattribute__',
+    '__getstate__', '__gt__', '__hash__', '__init__', '__init_subclass__', '__le__', '__lt__',
+    '__module__', '__ne__', '__new__', '__reduce__', '__reduce_ex__', '__repr__',
+    '__setattr__', '__setstate__', '__sizeof__', '__str__', '__subclasshook__', '__weakref__',
+    '_apply', '_backward_hooks', '_backward_pre_hooks', '_buffers', '_call_impl',
+    '_compiled_call_impl', '_forward_hooks', '_forward_hooks_always_called',
+    '_forward_hooks_with_kwargs', '_forward_pre_hooks', '_forward_pre_hooks_with_kwargs',
+    '_get_backward_hooks', '_get_backward_pre_hooks', '_get_name', '_is_full_backward_hook',
+    '_load_from_state_dict', '_load_state_dict_post_hooks', '_load_state_dict_pre_hooks',
+    '_maybe_warn_non_full_backward_hook', '_modules', '_named_members',
+    '_non_persistent_buffers_set', '_parameters', '_register_load_state_dict_pre_hook',
+    '_register_state_dict_hook', '_replicate_for_data_parallel', '_save_to_state_dict',
+    '_slow_forward', '_state_dict_hooks', '_state_dict_pre_hooks', '_version',
+    '_wrapped_call_impl', 'add_module', 'apply', 'bfloat16', 'buffers', 'call_super_init',
+    'children', 'compile', 'cpu', 'cuda', 'double', 'dump_patches', 'eval', 'extra_repr',
+    'float', 'forward', 'get_buffer', 'get_extra_state', 'get_parameter', 'get_submodule',
+    'half', 'ipu', 'load_state_dict', 'modules', 'mtia', 'named_buffers', 'named_children',
+    'named_modules', 'named_parameters', 'parameters', 'register_backward_hook',
+    'register_buffer', 'register_forward_hook', 'register_forward_pre_hook',
+    'register_full_backward_hook', 'register_full_backward_pre_hook',
+    'register_load_state_dict_post_hook', 'register_load_state_dict_pre_hook',
+    'register_module', 'register_parameter', 'register_state_dict_post_hook',
+    'register_state_dict_pre_hook', 'requires_grad_', 'set_extra_state', 'set_submodule',
+    'share_memory', 'state_dict', 'to', 'to_empty', 'train', 'training', 'type', 'xpu',
+    'zero_grad',
+})
+
+
 @functools.lru_cache(maxsize=None)
 def _module_attrs() -> frozenset[str]:
-    """nn.Module's own attribute names, which a submodule must not shadow."""
+    """nn.Module's own attribute names, which a submodule must not shadow: the installed
+    torch's, and NN_MODULE_ATTRS."""
     try:
         from torch import nn
     except ImportError:
@@ -153,7 +190,7 @@ def _module_attrs() -> frozenset[str]:
         raise ResdslError("the PyTorch backend needs torch", None,
                           "pip install torch (e.g. pip install torch==2.13.0)",
                           code="E606") from None
-    return frozenset(dir(nn.Module))
+    return frozenset(dir(nn.Module())) | NN_MODULE_ATTRS
 
 
 def _comment(text: str) -> str:
@@ -384,7 +421,7 @@ def check_names(s: Structure) -> None:
     such names are refused rather than renamed, so every state_dict key is the spec's name.
     The pipeline checks the spec's own graph too, so that a label a pass fused away is an
     error all the same."""
-    reserved = _module_attrs() | {"training", "zero_init", "downsample"}
+    reserved = NN_MODULE_ATTRS | {"zero_init", "downsample"}
     items = [(i, reserved | _NETWORK_CLASS) for i in s.items(None)]
     for b in s.blocks():
         items += [(i, reserved) for role in ("pre", "residual", "post") for i in s.items(b, role)]

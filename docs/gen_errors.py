@@ -260,9 +260,10 @@ FIXED = [
      "Graphviz's `dot` ran but failed; its first line of error output is in the message.",
      "error[E603]: Graphviz's `dot` failed: <dot's message>"),
     ("E210", "a layer name PyTorch reserves",
-     "A label (or stage) named like an attribute of nn.Module (`forward`, `training`, ...) or of "
-     "the generated block class (`zero_init`, `downsample`) cannot be a submodule name; raised "
-     "when compiling to PyTorch.",
+     "A label (or stage) named like an attribute of an nn.Module (`forward`, `training`, "
+     "`_parameters`, ...), of the generated block class (`zero_init`, `downsample`) or of the "
+     "network class (`FOLDED`, `from_trained`, at the top level) cannot be a submodule name. "
+     "`resdsl check` finds it (from a list of nn.Module's names, without importing torch).",
      "x.res:4:5: error[E210]: 'forward' cannot name a layer in PyTorch: nn.Module (or the "
      "generated block class) already uses it\n  hint: label it differently, e.g. 'forward_'"),
     ("E606", "torch missing",

@@ -62,7 +62,7 @@ def _compiled(spec: str | Path, network: str | None, *, max_layers: int, max_par
     limits = Limits.given(max_layers=max_layers, max_params=max_params, max_macs=max_macs,
                           allow_any_path=allow_any_path)
     program = load_spec(spec, limits)
-    return compile_network(program, _one(program, network), limits=limits, pytorch=True, **kw)
+    return compile_network(program, _one(program, network), limits=limits, **kw)
 
 
 def emit_python(spec: str | Path, network: str | None = None, *,

@@ -290,7 +290,7 @@ def compile_(file: str, network: str | None, input_text: str | None, emit: str, 
         as_written = emit == "summary"  # the spec's own graph: no passes (same numbers)
         c = compile_network(program, name, input_shape=input_text, limits=lim,
                             fuse=not (no_fuse or as_written), inference=inference and not
-                            as_written, features=feats, pytorch=emit in ("python", "onnx"))
+                            as_written, features=feats)
         g = c.lowered
         if emit in ("python", "onnx"):
             from .backends.pytorch import emit as emit_python

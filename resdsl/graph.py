@@ -36,6 +36,13 @@ class _Nodes(dict):
         return iter(self.items() if data else self)
 
 
+class _Edges(dict):
+    """`g.edges[u, v]` and `g.edges(data=True)`, as on a networkx.DiGraph."""
+
+    def __call__(self, data: bool = False) -> Iterator:
+        return ((u, v, d) for (u, v), d in self.items()) if data else iter(self)
+
+
 class Draft:
     """A directed graph under construction: the subset of networkx.DiGraph's interface that
     building, shape inference, `path_stride` and `totals` use, in the same insertion order."""
@@ -43,7 +50,7 @@ class Draft:
     def __init__(self, **graph: Any):
         self.graph = graph
         self.nodes = _Nodes()
-        self.edges: dict[tuple[str, str], dict[str, Any]] = {}
+        self.edges: _Edges = _Edges()
         self._pred: dict[str, list[str]] = {}
 
     def __contains__(self, v: object) -> bool:

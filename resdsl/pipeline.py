@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 from .check import Bindings, check_scope
 from .elaborate import NetNode, Value, concrete_networks, constant_errors, elaborate
 from .errors import Collector, ResdslError
+from .backends.pytorch import check_names
 from .graph import Draft, check_costs, check_input_shape, draft_graph
+from .ir import Structure
 from .limits import Limits
 from .loader import Program, load, load_text
 
@@ -81,6 +83,7 @@ def check_program(program: Program, networks: list[str] | None = None,
                                 None if shape is None else shape[0])
                 g = draft_graph(net, shape)
                 check_costs(g, net.span, limits.max_params, limits.max_macs)
+                check_names(Structure(g))
                 result.networks[name], result.drafts[name] = net, g
             except ResdslError as e:
                 errors.add(e)
@@ -132,17 +135,12 @@ class Compiled:
 def compile_network(program: Program, name: str, *, overrides: dict[str, Value] | None = None,
                     input_shape: tuple[int, int, int] | None = None,
                     limits: Limits = Limits(), fuse: bool = True, inference: bool = False,
-                    features: list[str] | tuple[str, ...] | None = None,
-                    pytorch: bool = False) -> Compiled:
+                    features: list[str] | tuple[str, ...] | None = None) -> Compiled:
     """Check, build and lower one network: what `resdsl compile` and `resdsl.build` both run.
-    `pytorch`: the result goes to the PyTorch backend, so the names it reserves are checked
-    on the spec's own graph too (E210: a pass may fuse a labelled layer away)."""
+    (The names PyTorch reserves are checked on the spec's own graph, in check_program: a pass
+    may fuse a labelled layer away.)"""
     checked = check_program(program, [name], overrides or None, input_shape, limits)
     g = checked.graphs[name]
-    if pytorch:
-        from .backends.pytorch import check_names
-        from .ir import Structure
-        check_names(Structure(g))
     return Compiled(checked, name, g, lower(g, fuse=fuse, keep=features or (),
                                             inference=inference))
 

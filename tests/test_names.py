@@ -242,3 +242,27 @@ def test_the_cli_output_imports_as_a_module(tmp_path, monkeypatch):
         model = module._1().eval()
         assert model(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
         assert all(".__x." in k for k in model.state_dict() if "bn" not in k)
+
+
+def test_the_static_module_attribute_names_cover_the_installed_torch():
+    """`resdsl check` tests names against NN_MODULE_ATTRS without importing torch: it must
+    hold every attribute an nn.Module instance of this torch has."""
+    from torch import nn
+
+    from resdsl.backends.pytorch import NN_MODULE_ATTRS
+    assert set(dir(nn.Module())) <= NN_MODULE_ATTRS
+
+
+@pytest.mark.parametrize("name", ["_parameters", "_modules", "_buffers", "training", "forward",
+                                  "FOLDED"])
+def test_check_rejects_what_pytorch_reserves_without_importing_torch(name):
+    """Issue 16: `_parameters: conv ...` passed check and then failed in add_module."""
+    import subprocess
+    import sys
+    code = (f"import sys\nfrom resdsl.pipeline import check_text\nfrom resdsl.errors import "
+            f"ResdslError\ntry:\n    check_text('network n {{\\n  input 3 x 8 x 8\\n  {name}: "
+            f"conv 4, 3x3\\n}}\\n')\nexcept ResdslError as e:\n    print(e.code, e.span.line)\n"
+            f"print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60).stdout.split()
+    assert out == ["E210", "3", "False"]
