@@ -150,6 +150,7 @@ class Namespace:
 # submodule may take one of these names. `resdsl check` tests names against this without
 # importing torch; tests/test_names.py checks it holds every name of the installed torch.
 NN_MODULE_ATTRS = frozenset({
+    '___needs_generation_tag_patch',   # set by torch._dynamo once it has run
     'T_destination', '__annotations__', '__call__', '__class__', '__delattr__', '__dict__',
     '__dir__', '__doc__', '__eq__', '__format__', '__ge__', '__getattr__', '__getattribute__',
     '__getstate__', '__gt__', '__hash__', '__init__', '__init_subclass__', '__le__', '__lt__',
