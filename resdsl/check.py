@@ -211,7 +211,8 @@ class _Definition:
             pool = [k for k, (d, _) in self.scope.names.items() if isinstance(d, want)]
             if not network:
                 pool += sorted(local)
-            hint = did_you_mean(c.name, pool + ([] if network else list(LAYERS)))
+            hint = did_you_mean(c.name, pool + ([] if network else list(LAYERS))) or (
+                None if network else _elsewhere(c.name))
             if found is None:
                 msg = f"unknown {what} '{c.name}'"
             else:
@@ -326,13 +327,27 @@ def structure_errors(body: Iterable) -> list[ResdslError]:
         if kind is n.Layer and n.Residual in seen and n.Merge not in seen and \
                 getattr(seen.get(n.Shortcut), "kind", "") != "none":
             bad("a layer between `residual` and `merge`", st,
-                hint="move it into the residual branch, or after `merge`")
+                hint="to apply it to the sum, write `merge add` before it; else move it into "
+                     "the residual branch")
         seen.setdefault(kind, st)
     if n.Residual in seen and n.Shortcut not in seen:
         bad("a `residual` branch needs a `shortcut`", seen[n.Residual],
             hint="add `shortcut identity`, `shortcut projection`, `shortcut pad` or "
                  "`shortcut none`")
     return errors
+
+
+def _elsewhere(name: str) -> str | None:
+    """A hint for a block name the file cannot see: a layer's other name (`batchnorm`), or a
+    block of a bundled library the file does not `use`."""
+    for op in LAYERS.values():
+        if name in op.also or name.lower() in op.also:
+            return f"did you mean '{op.name}'? (resdsl's name for {op.doc.split(';')[0]})"
+    from .loader import library_blocks
+    for lib, blocks in library_blocks().items():
+        if name in blocks:
+            return f"'{name}' is a block of the bundled library {lib}: add `use {lib}`"
+    return None
 
 
 def _is_flag(kind: str, name: str) -> bool:

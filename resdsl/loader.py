@@ -162,6 +162,18 @@ def library_names() -> list[str]:
     return sorted(p.stem for p in specs_dir().glob("*.res"))
 
 
+@functools.lru_cache(maxsize=None)
+def library_blocks() -> dict[str, frozenset[str]]:
+    """The blocks each bundled library defines (for the hint that names the `use` a spec
+    lacks)."""
+    out = {}
+    for lib in library_names():
+        path = specs_dir() / f"{lib}.res"
+        module = _parse(path.read_text(encoding="utf-8"), str(path))
+        out[lib] = frozenset(i.name for i in module.items if isinstance(i, n.BlockDef))
+    return out
+
+
 class Loader:
     """Loads a spec and what it `use`s. `use "path"` must stay inside the root spec's folder
     (or, from a bundled library, inside the library's), unless `allow_any_path`."""

@@ -124,6 +124,7 @@ class Op:
     flatten_input: bool = False         # a Cx1x1 input is flattened first (fc)
     shown: Callable[[Attrs], list[str] | None] = lambda a: None   # IR text instead of attrs
     fusion: str = ""                    # its part in the passes, for docs/ir.md
+    also: tuple[str, ...] = ()          # names users write for it elsewhere (for hints)
 
     @cached_property
     def attrs(self) -> tuple[str, ...]:
@@ -577,12 +578,12 @@ OPS: dict[str, Op] = {op.name: op for op in (
     Op("input", "the network's input", "io", given, Look(*IO), inputs=_one(0)),
     Op("conv", "2-d convolution", "layer", conv_shape, Look(*CONV, conv_text, heavy=True),
        _CONV_PARAMS, channels="in_channels", out_channels=lambda a, c: a["out"],
-       fill=window_fill, cost=conv_cost,
+       fill=window_fill, cost=conv_cost, also=("conv2d", "Conv2d", "convolution"),
        stride=window_stride, torch=conv_torch, overwritable=lambda a: True,
        fusion="takes in the BN after it (fold.py)"),
     Op("bn", "batch normalisation; zero_init starts gamma at 0 on request", "layer",
        same("bn", feature_map=True), Look(*NORM), _BN_PARAMS, cost=bn_cost, torch=bn_torch,
-       overwritable=lambda a: True,
+       overwritable=lambda a: True, also=("batchnorm", "batch_norm", "BatchNorm2d", "bn2d"),
        fusion="becomes bn_act with the relu and add next to it (fuse.py); folds into the "
               "conv before it (fold.py)"),
     Op("gn", "group normalisation (Wu & He, 2018) over `groups` groups of channels, or groups "
@@ -590,7 +591,8 @@ OPS: dict[str, Op] = {op.name: op for op in (
        "layer", gn_shape, Look(*NORM),
        (P("groups", POS), P("group_size", POS), P("eps", FLOAT, 1e-5), P("affine", BOOL, True),
         P("zero_init", BOOL, False, flag=True)),
-       fill=gn_fill, cost=gn_cost, torch=gn_torch),
+       fill=gn_fill, cost=gn_cost, torch=gn_torch,
+       also=("groupnorm", "group_norm", "GroupNorm")),
     Op("relu", "rectified linear unit", "layer", same("relu"), Look(*ACT),
        cost=per_element, torch=lambda t: f"nn.ReLU(inplace={t.lit(t.inplace)})",
        fusion="joins the bn (or add) before it as relu=True (fuse.py)"),
@@ -634,7 +636,7 @@ OPS: dict[str, Op] = {op.name: op for op in (
        Look("#f6dcd8", "#a8524a", lambda a, table: f"fc {a['out']}", heavy=True),
        (P("out", POS, REQUIRED), P("bias", BOOL, True)), channels="in_features",
        out_channels=lambda a, c: a["out"],
-       cost=fc_cost, torch=fc_torch, flatten_input=True),
+       cost=fc_cost, torch=fc_torch, flatten_input=True, also=("linear", "Linear", "dense")),
     Op("flatten", "flatten to one dimension per sample", "layer", flatten_shape, Look(*PLAIN),
        out_channels=lambda a, c: None, torch=lambda t: "nn.Flatten()"),
     Op("dropout", "dropout with probability p", "layer", same("dropout"),

@@ -359,7 +359,7 @@ net.res:3:3: error[E308]: a layer between `residual` and `merge`
   |
 3 |   relu
   |   ^^^^
-  hint: move it into the residual branch, or after `merge`""", id="E308-layer-before-merge"),
+  hint: to apply it to the sum, write `merge add` before it; else move it into the residual branch""", id="E308-layer-before-merge"),
     pytest.param("E308", "block b() {\n  merge add\n}\n", """\
 net.res:2:3: error[E308]: `merge` comes after `shortcut`
   |
@@ -937,3 +937,17 @@ def test_e208_unknown_feature():
         emit_python(TWO, "a", features=["nope"])
     assert render(info.value) == ("error[E208]: no top-level layer or stage named 'nope' to take "
                                   "features from\n  hint: choose from conv1")
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("network n {\n  input 3 x 8 x 8\n  batchnorm\n}\n",
+     "did you mean 'bn'? (resdsl's name for batch normalisation)"),
+    ("network n {\n  input 3 x 8 x 8\n  Linear 10\n}\n",
+     "did you mean 'fc'? (resdsl's name for fully connected)"),
+    ("network n {\n  input 3 x 8 x 8\n  stage s = 2 x basic(8)\n}\n",
+     "'basic' is a block of the bundled library std: add `use std`"),
+])
+def test_unknown_names_users_bring_from_elsewhere_get_a_hint(text, hint):
+    """Issue 17's first two: `batchnorm` for `bn`, a std block without `use std`."""
+    err = failure(text)
+    assert err.code == "E201" and err.hint == hint
