@@ -940,10 +940,15 @@ def instantiate(source: str, class_name: str, filename: str, zero_init_residual:
 
 def export_onnx(source: str, g: nx.DiGraph, path: str) -> None:
     """Write the network as ONNX (eval mode, batch dimension dynamic)."""
+    import importlib.util
+
     import torch
 
     from resdsl.errors import ResdslError
 
+    if importlib.util.find_spec("onnx") is None:   # (torch's exporter fails later, obscurely)
+        raise ResdslError("ONNX export needs the `onnx` package: No module named 'onnx'", None,
+                          "pip install onnx onnxruntime", code="E602")
     cls = re.findall(r"^class (\w+)\(nn\.Module\):", source, re.M)[-1]
     model = instantiate(source, cls, f"<resdsl {g.graph['name']}>").eval()
     x = torch.randn(1, *g.graph["input"])

@@ -124,7 +124,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@click.option("--network", "networks", multiple=True, metavar="NAME",
+@click.option("-n", "--network", "networks", multiple=True, metavar="NAME",
               help="Check only this network (repeatable); default: every buildable one.")
 @_MAX_LAYERS
 @limit_options

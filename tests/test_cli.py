@@ -444,3 +444,21 @@ def test_check_imports_neither_torch_nor_networkx():
                        timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[-1] == "[]", p.stdout
+
+
+def test_check_takes_n_for_network_as_the_other_commands_do():
+    r = run("check", str(SPECS / "resnet.res"), "-n", "resnet18")
+    assert r.exit_code == 0 and r.stdout.strip().endswith("ok, 1 network (resnet18)")
+
+
+def test_onnx_without_the_onnx_package_is_e602(tmp_path, monkeypatch):
+    """Issue 17: it was `internal error: OnnxExporterError` (exit 70)."""
+    pytest.importorskip("torch")
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnx" else real(name, *a))
+    spec = write(tmp_path, "tiny.res", TINY)
+    r = run("compile", spec, "--emit", "onnx", "-o", str(tmp_path / "t.onnx"))
+    assert r.exit_code == 1 and r.stderr.startswith("error[E602]: ONNX export needs the `onnx`")
+    assert not (tmp_path / "t.onnx").exists()
