@@ -242,20 +242,17 @@ def _call(e: n.Func, env: Env) -> Value:
     args = {p: evaluate(bound[p].value, env) if p in bound else f.defaults[p] for p in f.params}
     for p, v in args.items():
         span = bound[p].value.span if p in bound else e.span
-        if f.number_args:
+        if f.takes == "numbers":
             _number(v, span, f"use as {e.name}'s {p}")
         elif not isinstance(v, tuple) or isinstance(v, DimsValue):
             raise SpecValueError(f"`{e.name}` takes a list, not {describe(v)}", span,
                                  code="E304")
-        elif e.name == "sum":
+        elif f.takes == "list of numbers":
             for x in v:
-                _number(x, span, "sum")
-    if e.name == "make_divisible" and args["divisor"] <= 0:
-        raise SpecValueError(f"make_divisible's divisor must be positive, got "
-                             f"{args['divisor']}", e.span, code="E301")
-    if e.name == "log2" and args["x"] <= 0:
-        raise SpecValueError(f"log2 of {args['x']}: the argument must be positive", e.span,
-                             code="E301")
+                _number(x, span, e.name)
+    why = f.domain(*args.values())
+    if why:
+        raise SpecValueError(why, e.span, code="E301")
     try:
         return _check_int(f.fn(*args.values()), e.span)
     except OverflowError:

@@ -2,7 +2,8 @@
 `make_divisible(c * 0.0625, 8, round_limit = 0.0)`.
 
 Each is a pure function of numbers (or a list, for `len`, `sum`, `min`, `max`); elaborate.py
-binds the arguments, checks their types (E304) and calls it. None of them runs user text.
+binds the arguments, checks their types (E304) and the function's own domain (E301), and
+calls it. None of them runs user text.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class Function:
     defaults: dict[str, Any]
     doc: str
     fn: Callable[..., Any]
-    number_args: bool = True         # every argument is a number (else: a list)
+    takes: str = "numbers"           # its arguments: numbers, a list, or a list of numbers
+    domain: Callable[..., str | None] = lambda *args: None  # why the values are out of it
 
 
 def make_divisible(v, divisor=8, min_value=0, round_limit=0.9):
@@ -43,11 +45,14 @@ FUNCTIONS: dict[str, Function] = {f.name: f for f in (
     Function("round", ("x",), {}, "x to the nearest integer, halves to even (Python's round)",
              round),
     Function("int", ("x",), {}, "x truncated toward zero (Python's int)", int),
-    Function("log2", ("x",), {}, "the base-2 logarithm of x > 0, a float", math.log2),
+    Function("log2", ("x",), {}, "the base-2 logarithm of x > 0, a float", math.log2,
+             domain=lambda x: None if x > 0 else f"log2 of {x}: the argument must be positive"),
     Function("make_divisible", ("v", "divisor", "min_value", "round_limit"),
              {"divisor": 8, "min_value": 0, "round_limit": 0.9},
              "timm's channel rounding: v to a multiple of divisor, never below round_limit * v",
-             make_divisible),
-    Function("len", ("list",), {}, "the number of items of a list", len, number_args=False),
-    Function("sum", ("list",), {}, "the sum of a list of numbers", sum, number_args=False),
+             make_divisible,
+             domain=lambda v, divisor, *rest: None if divisor > 0 else
+             f"make_divisible's divisor must be positive, got {divisor}"),
+    Function("len", ("list",), {}, "the number of items of a list", len, takes="list"),
+    Function("sum", ("list",), {}, "the sum of a list of numbers", sum, takes="list of numbers"),
 )}

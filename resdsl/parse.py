@@ -29,7 +29,6 @@ WORDS = {
     "COMPARE": "a comparison", "LABEL": "a label",
 }
 OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
-BINARY_ONLY = {"PLUS", "STAR", "SLASH", "FLOORDIV", "PERCENT", "X", "COMPARE", "AND", "OR"}
 OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV", "PERCENT", "X", "COMPARE", "AND",
              "OR", "NOT"}
 KEYWORDS = {"use", "block", "network", "residual", "shortcut", "merge", "input", "stage",
@@ -397,6 +396,9 @@ def _last_token(e: UnexpectedToken) -> Token | None:
     except (AttributeError, IndexError):
         return None
     return last if isinstance(last, Token) else None
+
+
+BINARY_ONLY = OPERATORS - {"MINUS", "NOT"}   # operators that only follow an operand
 
 
 def _expected(terms) -> str:
