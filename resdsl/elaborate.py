@@ -15,7 +15,7 @@ from .functions import FUNCTIONS, VARIADIC
 from .errors import (LimitError, ResdslError, Span, SpecNameError, SpecValueError,
                      did_you_mean)
 from .ops import BOOL, DEFAULT_MERGE, FLOAT, INT, LAYERS, NONNEG, PAIR, PROB, REQUIRED, SHORTCUTS
-from .limits import MAX_LAYERS
+from .limits import MAX_ATTR, MAX_LAYERS
 from .loader import Program, Scope
 from .nodes import head_span, names_in
 
@@ -548,7 +548,7 @@ class Elaborator:
             if x < 1:
                 raise SpecValueError(f"input sizes must be positive, got {x}", stmt.shape.span,
                                      code="E301")
-            _positive(x, stmt.shape.span, "an input size")
+            fits(x, stmt.shape.span, "an input size")
         return (v[0], v[1], v[2])
 
     def _stage(self, st: n.Stage, env: Env) -> StageNode:
@@ -796,13 +796,15 @@ def coerce(v: Value, typ: str, what: str, span: Span) -> Any:
     return _positive(x, span, what, zero_ok=typ in (NONNEG, INT))
 
 
-MAX_ATTR = 2 ** 31 - 1   # a layer's integer attribute: PyTorch's arithmetic on it fits int64
-
-
 def _positive(x: int, span: Span, what: str, zero_ok: bool = False) -> int:
     if x < 0 or (x == 0 and not zero_ok):
         raise SpecValueError(f"{what} must be {'non-negative' if zero_ok else 'positive'}, "
                              f"got {x}", span, code="E301")
+    return fits(x, span, what)
+
+
+def fits(x: int, span: Span | None, what: str) -> int:
+    """E507 for a value PyTorch's size arithmetic could overflow on."""
     if x > MAX_ATTR:
         raise LimitError(f"{what} {_short(x)} is more than {MAX_ATTR:,} (2**31 - 1)", span,
                          "PyTorch computes sizes from it in 64-bit integers, which a larger "

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Optional
 
 from .elaborate import (BlockNode, BlockRef, GroupNode, LayerNode, NetNode, Node, ShortcutNode,
-                        StageNode)
+                        StageNode, fits)
 from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError, SpecValueError
 from .ir import path_stride, shape_str
 from .limits import MAX_MACS, MAX_PARAMS
@@ -300,10 +300,8 @@ def check_input_shape(shape: Any) -> tuple[int, int, int]:
     if min(shape) < 1:
         raise SpecValueError(f"input sizes must be positive, got {tuple(shape)}", None,
                              code="E301")
-    if max(shape) > 2 ** 31 - 1:
-        raise LimitError(f"input size {tuple(shape)} is more than 2**31 - 1 in a dimension",
-                         None, "PyTorch computes sizes from it in 64-bit integers, which a "
-                         "larger value can overflow", code="E507")
+    for x in shape:
+        fits(x, None, "an input size")
     return (shape[0], shape[1], shape[2])
 
 

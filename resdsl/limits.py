@@ -11,6 +11,8 @@ from typing import Any
 MAX_LAYERS = 100_000
 MAX_PARAMS = 1_000_000_000   # 4 GB of float32 weights
 MAX_MACS = 10 ** 12          # multiply-accumulates per sample
+MAX_ATTR = 2 ** 31 - 1       # a layer's integer attribute or an input size (E507): PyTorch's
+                             # size arithmetic on it fits int64
 
 
 @dataclass(frozen=True)
