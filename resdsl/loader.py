@@ -65,6 +65,17 @@ def _bundled_text(file: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=None)
+def _parser_identity() -> str:
+    """What an AST depends on besides its text: resdsl's version, the grammar, and the
+    parser's and the AST's code (read once per process)."""
+    from . import __version__, nodes, parse
+    from .resources import grammar_file
+
+    code = [Path(m.__file__).read_text(encoding="utf-8") for m in (nodes, parse)]
+    return "\0".join([__version__, grammar_file().read_text(), *code])
+
+
 def _parse_bundled(text: str, file: str) -> n.Module:
     """A bundled spec's AST from the on-disk cache (~1 ms instead of ~15 ms for std.res, at
     every `resdsl check`), keyed by resdsl's version, the grammar, the parser's and the AST's
@@ -74,14 +85,9 @@ def _parse_bundled(text: str, file: str) -> n.Module:
     import hashlib
     import pickle
 
-    from . import __version__
-    from .resources import grammar_file
-
     folder = os.environ.get("RESDSL_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "resdsl")
-    from . import nodes as ast, parse as parser
-    code = "".join(Path(m.__file__).read_text(encoding="utf-8") for m in (ast, parser))
-    key = hashlib.sha256("\0".join([__version__, grammar_file().read_text(), code, file, text])
+    key = hashlib.sha256("\0".join([_parser_identity(), file, text])
                          .encode()).hexdigest()[:32]
     path = Path(folder) / f"{Path(file).stem}-{key}.pickle"
     try:
