@@ -165,12 +165,10 @@ class _Definition:
                 self.call(st.call, local | set(STAGE_NAMES))
             elif isinstance(st, n.Input):
                 self.expr(st.shape, local)
-            elif isinstance(st, n.If):
+            elif isinstance(st, n.If):   # a let in either branch is visible after it
                 self.expr(st.cond, local)
-                inner = set(local)
-                self.stmts(st.then, inner)
-                self.stmts(st.orelse, inner)
-                local |= inner
+                self.stmts(st.then, local)
+                self.stmts(st.orelse, local)
 
     def layer(self, st: n.Layer, local: set[str]) -> None:
         for a in st.args:
