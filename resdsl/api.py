@@ -70,20 +70,21 @@ def emit_python(spec: str | Path, network: str | None = None, *,
                 standalone: bool = False, max_layers: int = MAX_LAYERS, fuse: bool = True,
                 kernels: str | None = None, max_params: int = MAX_PARAMS,
                 max_macs: int = MAX_MACS, allow_any_path: bool = False, inference: bool = False,
-                **overrides: Any) -> tuple[str, str, Any]:
+                sync_bn: bool = False, **overrides: Any) -> tuple[str, str, Any]:
     """(source, network class name, graph IR as compiled: fused unless `fuse` is False) of
     one network of a spec; `kernels` is the fused BNs' default (see BatchNormAct2d);
-    `inference` folds BNs into convs (the network's `from_trained` loads trained weights)."""
+    `inference` folds BNs into convs (the network's `from_trained` loads trained weights);
+    `sync_bn` synchronizes the BNs across processes (resdsl.convert_sync_batchnorm)."""
     from .backends.pytorch import emit
 
     _check_arguments(spec, network, features, kernels,
                      dict(max_layers=max_layers, max_params=max_params, max_macs=max_macs),
                      dict(standalone=standalone, fuse=fuse, allow_any_path=allow_any_path,
-                          inference=inference))
+                          inference=inference, sync_bn=sync_bn))
     c = _compiled(spec, network, max_layers=max_layers, max_params=max_params, max_macs=max_macs,
                   allow_any_path=allow_any_path, overrides=overrides, input_shape=input_shape,
                   fuse=fuse, inference=inference, features=features)
-    source, cls = emit(c.lowered, c.file, features, standalone, kernels)
+    source, cls = emit(c.lowered, c.file, features, standalone, kernels, sync_bn)
     return source, cls, c.lowered
 
 
@@ -91,24 +92,26 @@ def build(spec: str | Path, network: str | None = None, *, features: list[str] |
           input_shape: tuple[int, int, int] | None = None, zero_init_residual: bool = False,
           max_layers: int = MAX_LAYERS, fuse: bool = True, kernels: str | None = None,
           max_params: int = MAX_PARAMS, max_macs: int = MAX_MACS, allow_any_path: bool = False,
-          **overrides: Any):
+          sync_bn: bool = False, **overrides: Any):
     """Compile a network of a spec (a path or the text itself) to an `nn.Module`.
 
     `overrides` set the network's parameters (`num_classes=10`); `features` names top-level
     layers or stages whose outputs `forward` returns as a list instead of the logits; `fuse`
     runs the fusion pass (docs/passes.md); `kernels` ("auto", "triton", "torch"; None:
-    $RESDSL_KERNELS) picks the fused BNs' implementation. A `pathlib.Path` is a path; a str
+    $RESDSL_KERNELS) picks the fused BNs' implementation; `sync_bn` computes every BN's
+    training statistics over all processes (resdsl.convert_sync_batchnorm, any
+    torch.distributed backend). A `pathlib.Path` is a path; a str
     is a path when it has no newline and ends in `.res` or names an existing file, and spec
     text otherwise. A bad argument is a ResdslError (E212), as every error here is."""
     _check_arguments(spec, network, features, kernels,
                      dict(max_layers=max_layers, max_params=max_params, max_macs=max_macs),
                      dict(zero_init_residual=zero_init_residual, fuse=fuse,
-                          allow_any_path=allow_any_path))
+                          allow_any_path=allow_any_path, sync_bn=sync_bn))
     c = _compiled(spec, network, max_layers=max_layers, max_params=max_params, max_macs=max_macs,
                   allow_any_path=allow_any_path, overrides=overrides, input_shape=input_shape,
                   fuse=fuse, features=features)
-    return _module(c.lowered, {"features": features, "kernels": kernels, "file": c.file},
-                   zero_init_residual)
+    return _module(c.lowered, {"features": features, "kernels": kernels, "file": c.file,
+                               "sync_bn": sync_bn}, zero_init_residual)
 
 
 def _module(g, opts: dict[str, Any], zero_init_residual: bool = False):
@@ -116,7 +119,8 @@ def _module(g, opts: dict[str, Any], zero_init_residual: bool = False):
     what `optimize` needs to compile it again: its graph and options."""
     from .backends.pytorch import emit, instantiate
 
-    source, cls = emit(g, opts["file"], opts["features"], False, opts["kernels"])
+    source, cls = emit(g, opts["file"], opts["features"], False, opts["kernels"],
+                       opts.get("sync_bn", False) and not g.graph.get("inference"))
     name = g.graph["name"] + (" inference" if g.graph.get("inference") else "")
     model = instantiate(source, cls, f"<resdsl {name}>", zero_init_residual)
     model.resdsl_graph, model.resdsl_options = g, opts
@@ -157,7 +161,34 @@ def optimize(model):
     return fast.eval().to(memory_format=torch.channels_last)
 
 
-def feature_info(g, features: list[str]) -> list[dict[str, Any]]:
+class FeatureInfo(list):
+    """The features a `features=` model returns, in order: a list of dicts with resdsl's keys
+    (`name`, `channels`, `reduction`) and timm's (`module`, `num_chs`, `reduction`), and
+    timm's FeatureInfo methods, so detection code written for timm backbones reads it."""
+
+    def get(self, key: str, idx: int | list[int] | None = None):
+        """The value of `key` of every feature (idx None), of one, or of a list of them."""
+        if idx is None:
+            return [f[key] for f in self]
+        return [self[i][key] for i in idx] if isinstance(idx, (list, tuple)) else self[idx][key]
+
+    def get_dicts(self, keys: list[str] | None = None, idx: int | list[int] | None = None):
+        pick = (lambda f: dict(f)) if keys is None else (lambda f: {k: f[k] for k in keys})
+        if idx is None:
+            return [pick(f) for f in self]
+        return [pick(self[i]) for i in idx] if isinstance(idx, (list, tuple)) else pick(self[idx])
+
+    def channels(self, idx: int | list[int] | None = None):
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | list[int] | None = None):
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | list[int] | None = None):
+        return self.get("module", idx)
+
+
+def feature_info(g, features: list[str]) -> FeatureInfo:
     """Channels and stride (reduction) of each requested feature, from the IR, in network
     order (the order `forward` returns them in)."""
     from .ir import Structure, path_stride
@@ -168,7 +199,35 @@ def feature_info(g, features: list[str]) -> list[dict[str, Any]]:
     for name in dict.fromkeys(features):
         last = name if name in g else last_of[name]
         shape = g.nodes[last]["shape"]
-        found.append((order[last], {"name": name, "channels": shape[0],
-                                    "reduction": path_stride(g, last)[0] if len(shape) == 3
-                                    else None}))
-    return [info for _, info in sorted(found, key=lambda t: t[0])]
+        reduction = path_stride(g, last)[0] if len(shape) == 3 else None
+        found.append((order[last], {"name": name, "channels": shape[0], "reduction": reduction,
+                                    "module": name, "num_chs": shape[0]}))
+    return FeatureInfo(info for _, info in sorted(found, key=lambda t: t[0]))
+
+
+def load_backbone(model, state_dict: dict) -> list[str]:
+    """Load the state_dict of a whole network (resdsl's, torchvision's or timm's layout) into
+    `model`, a `features=` model that stops at its last feature: the entries of the layers it
+    lacks (the head) are left out, and every entry it has must be there and fit (E214).
+    Returns the keys left out."""
+    import torch
+
+    if not (isinstance(model, torch.nn.Module) and isinstance(state_dict, dict)):
+        raise _bad("load_backbone's arguments", "an nn.Module and a state_dict (dict)",
+                   model if not isinstance(model, torch.nn.Module) else state_dict)
+    own = model.state_dict().keys()
+    missing = [k for k in own if k not in state_dict]
+    if missing:
+        raise SpecValueError(f"the state_dict lacks {len(missing)} of the model's entries, "
+                             f"first {missing[0]!r}", None,
+                             "pass the whole network's state_dict, of the same architecture",
+                             code="E214")
+    try:
+        model.load_state_dict({k: v for k, v in state_dict.items() if k in own})
+    except RuntimeError as e:
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        raise SpecValueError(f"the state_dict does not fit the model: "
+                             f"{(lines[1] if len(lines) > 1 else lines[0])[:200]}", None,
+                             "pass the state_dict of the same architecture", code="E214") \
+            from None
+    return [k for k in state_dict if k not in own]

@@ -527,27 +527,59 @@ def _fwd_impl(x, weight, bias, running_mean, running_var, residual,
     mean/invstd/var are (C,) float32 (float64 for float64 x); var is the biased batch variance
     (the running variance in eval); mask is the packed ReLU bits for "mid"+ReLU when save_mask,
     else empty."""
-    _check_triton_device(x)
-    _triton()
-    x = _dense(x)
-    r = _dense(residual, like=x) if residual is not None else None
-    outer, c, inner = _view_dims(x)
-    cfg = _config(outer, c, inner, x.device)
-    blocks = {k: cfg[k] for k in ("BLOCK_O", "BLOCK_C", "BLOCK_I")}
-    f32 = {"dtype": _acc(x), "device": x.device}
+    x, r = _prepare(x, residual)
     if batch_stats:
-        split = cfg["split"]
-        parts = [torch.empty((split, c), **f32) for _ in range(3)]
-        _bn_stats_kernel[(cfg["c_blocks"], split)](
-            x, r if r is not None else x, *parts, outer, c, inner, split, PRE=res == 1,
-            PACK_C=inner == 1, ACC=_tl_acc(x), num_warps=cfg["num_warps"], **blocks)
-        mean, invstd, var = (torch.empty((c,), **f32) for _ in range(3))
-        _bn_stats_finalize_kernel[(triton.cdiv(c, 256),)](*parts, mean, invstd, var, c, split,
-                                                         eps, ACC=_tl_acc(x), BLOCK_C=256)
+        mean, invstd, var = _finalize(x, _stat_parts(x, r, res), eps)
     else:
         mean = running_mean.detach().to(_acc(x), copy=True)
         var = running_var.detach().to(_acc(x), copy=True)
         invstd = torch.rsqrt(var + eps)
+    y, mask = _apply(x, r, weight, bias, mean, invstd, relu, res, save_mask)
+    return y, mask, mean, invstd, var
+
+
+def _prepare(x, residual):
+    """x and the residual dense in one layout, triton loaded, the device checked."""
+    _check_triton_device(x)
+    _triton()
+    x = _dense(x)
+    return x, (_dense(residual, like=x) if residual is not None else None)
+
+
+def _launch(x: torch.Tensor) -> tuple[dict, dict, dict]:
+    """(config, tile sizes, float32/64 tensor options) of the kernels on x."""
+    cfg = _config(*_view_dims(x), x.device)
+    blocks = {k: cfg[k] for k in ("BLOCK_O", "BLOCK_C", "BLOCK_I")}
+    return cfg, blocks, {"dtype": _acc(x), "device": x.device}
+
+
+def _stat_parts(x, r, res: int) -> list[torch.Tensor]:
+    """(count, mean, M2) partials, each (split, C), of x (+ r for "pre"): one read."""
+    outer, c, inner = _view_dims(x)
+    cfg, blocks, f32 = _launch(x)
+    parts = [torch.empty((cfg["split"], c), **f32) for _ in range(3)]
+    _bn_stats_kernel[(cfg["c_blocks"], cfg["split"])](
+        x, r if r is not None else x, *parts, outer, c, inner, cfg["split"], PRE=res == 1,
+        PACK_C=inner == 1, ACC=_tl_acc(x), num_warps=cfg["num_warps"], **blocks)
+    return parts
+
+
+def _finalize(x, parts: list[torch.Tensor], eps: float):
+    """(mean, invstd, biased var) of the partials, merged in a fixed order."""
+    c = x.shape[1]
+    _cfg, _blocks, f32 = _launch(x)
+    mean, invstd, var = (torch.empty((c,), **f32) for _ in range(3))
+    _bn_stats_finalize_kernel[(triton.cdiv(c, 256),)](*parts, mean, invstd, var, c,
+                                                     parts[0].shape[0], eps, ACC=_tl_acc(x),
+                                                     BLOCK_C=256)
+    return mean, invstd, var
+
+
+def _apply(x, r, weight, bias, mean, invstd, relu: bool, res: int, save_mask: bool):
+    """(y, mask): act(bn(x) [+ r]) with the given statistics, and the ReLU bits for
+    "mid"+ReLU when save_mask (else an empty mask)."""
+    outer, c, inner = _view_dims(x)
+    cfg, blocks, _f32 = _launch(x)
     y = torch.empty_like(x)
     write_mask = save_mask and relu and res == 2
     mask = torch.empty(_mask_shape(outer, c, inner) if write_mask else (0,),
@@ -558,7 +590,7 @@ def _fwd_impl(x, weight, bias, running_mean, running_var, residual,
         outer, c, inner, HAS_W=weight is not None, HAS_B=bias is not None, RES=res, RELU=relu,
         WRITE_MASK=write_mask, PACK_C=inner == 1, ACC=_tl_acc(x), num_warps=cfg["num_warps"],
         **blocks)
-    return y, mask, mean, invstd, var
+    return y, mask
 
 
 def _fwd_fake(x, weight, bias, running_mean, running_var, residual,
@@ -575,37 +607,54 @@ def _bwd_impl(dy, x, residual, weight, bias, mean, invstd, mask,
               batch_stats: bool, relu: bool, res: int):
     """(dx, dr, dw, db): dr is written only for "mid"+ReLU (else empty: the caller passes dy or
     dx on); dw/db are (C,) float32/64 sums (empty without weight/bias)."""
-    _check_triton_device(x)
-    _triton()
-    x = _dense(x)
+    x, r = _prepare(x, residual)
     dy = _dense(dy, like=x)
-    r = _dense(residual, like=x) if residual is not None else x
+    db, dw = _grad_sums(dy, x, r, mask, weight, bias, mean, invstd, relu, res)
+    dx, dr = _grad_apply(dy, x, r, mask, weight, bias, mean, invstd, db, dw,
+                         1.0 / (x.numel() // x.shape[1]), batch_stats, relu, res)
+    return (dx, dr, dw if weight is not None else x.new_empty((0,), dtype=_acc(x)),
+            db if bias is not None else x.new_empty((0,), dtype=_acc(x)))
+
+
+def _grad_flags(x, weight, bias, relu: bool, res: int) -> dict:
+    return {"HAS_W": weight is not None, "HAS_B": bias is not None, "RES": res, "RELU": relu,
+            "PACK_C": _view_dims(x)[2] == 1, "ACC": _tl_acc(x)}
+
+
+def _grad_sums(dy, x, r, mask, weight, bias, mean, invstd, relu: bool, res: int):
+    """(sum dz, sum dz * xhat) per channel, dz the gradient at the BN's output (backward
+    pass 1: one read of dy, x and the mask)."""
     outer, c, inner = _view_dims(x)
-    cfg = _config(outer, c, inner, x.device)
-    blocks = {k: cfg[k] for k in ("BLOCK_O", "BLOCK_C", "BLOCK_I")}
-    flags = {"HAS_W": weight is not None, "HAS_B": bias is not None, "RES": res, "RELU": relu,
-             "PACK_C": inner == 1, "ACC": _tl_acc(x)}
-    w = weight if weight is not None else x
-    b = bias if bias is not None else x
-    m = mask if mask.numel() else x
+    cfg, blocks, f32 = _launch(x)
     split = cfg["split"]
-    f32 = {"dtype": _acc(x), "device": x.device}
     part_db, part_dw = torch.empty((split, c), **f32), torch.empty((split, c), **f32)
     _bn_act_bwd_reduce_kernel[(cfg["c_blocks"], split)](
-        dy, x, r, m, w, b, mean, invstd, part_db, part_dw, outer, c, inner, split,
-        num_warps=cfg["num_warps"], **flags, **blocks)
+        dy, x, r if r is not None else x, mask if mask.numel() else x,
+        weight if weight is not None else x, bias if bias is not None else x, mean, invstd,
+        part_db, part_dw, outer, c, inner, split, num_warps=cfg["num_warps"],
+        **_grad_flags(x, weight, bias, relu, res), **blocks)
     db, dw = torch.empty((c,), **f32), torch.empty((c,), **f32)
     _sum_partials_kernel[(triton.cdiv(c, 256),)](part_db, part_dw, db, dw, c, split,
                                                   ACC=_tl_acc(x), BLOCK_C=256)
+    return db, dw
+
+
+def _grad_apply(dy, x, r, mask, weight, bias, mean, invstd, db, dw, inv_count: float,
+                batch_stats: bool, relu: bool, res: int):
+    """(dx, dr) from the sums of pass 1 over `1 / inv_count` values per channel (backward
+    pass 2); dr is written only for "mid"+ReLU, else empty."""
+    outer, c, inner = _view_dims(x)
+    cfg, blocks, _f32 = _launch(x)
     write_dr = relu and res == 2
     dx = torch.empty_like(x)
     dr = torch.empty_like(x) if write_dr else x.new_empty((0,))
     _bn_act_bwd_apply_kernel[(cfg["tiles"], cfg["c_blocks"])](
-        dy, x, r, m, w, b, mean, invstd, db, dw, dx, dr if write_dr else dx,
-        outer, c, inner, 1.0 / (outer * inner), BATCH_STATS=batch_stats, WRITE_DR=write_dr,
-        num_warps=cfg["num_warps"], **flags, **blocks)
-    return (dx, dr, dw if weight is not None else x.new_empty((0,), dtype=_acc(x)),
-            db if bias is not None else x.new_empty((0,), dtype=_acc(x)))
+        dy, x, r if r is not None else x, mask if mask.numel() else x,
+        weight if weight is not None else x, bias if bias is not None else x, mean, invstd,
+        db, dw, dx, dr if write_dr else dx, outer, c, inner, inv_count,
+        BATCH_STATS=batch_stats, WRITE_DR=write_dr, num_warps=cfg["num_warps"],
+        **_grad_flags(x, weight, bias, relu, res), **blocks)
+    return dx, dr
 
 
 def _bwd_fake(dy, x, residual, weight, bias, mean, invstd, mask, batch_stats, relu, res):
@@ -740,6 +789,69 @@ def _update_running_stats(running_mean, running_var, mean, var, count, momentum)
         acc = torch.promote_types(running_mean.dtype, mean.dtype)
         running_mean.copy_(running_mean.to(acc) * (1 - momentum) + mean * momentum)
         running_var.copy_(running_var.to(acc) * (1 - momentum) + unbiased * momentum)
+
+
+def merge_moments(stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(count, mean, M2) per channel of the union of parts, from each part's (count, mean, M2)
+    stacked as (parts, 3, C): Chan et al.'s pairwise formula in closed form, so E[x^2] - E[x]^2
+    never appears; parts with count 0 drop out."""
+    n_r, mean_r, m2_r = stats.unbind(1)
+    n = n_r.sum(0)
+    mean = (n_r * mean_r).sum(0) / n.clamp_min(1)
+    m2 = (m2_r + n_r * (mean_r - mean) ** 2).sum(0)
+    return n, mean, m2
+
+
+def gather_moments(local: torch.Tensor, group) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(count, mean, M2) over every rank of `group` from this rank's (3, C) float64 triple:
+    one all_gather (the triples of uneven batches are still the same size)."""
+    import torch.distributed as dist
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, local, group=group)
+    return merge_moments(torch.stack(parts))
+
+
+class SyncBnActTriton(torch.autograd.Function):
+    """Synchronized BN with its epilogue on the Triton kernels: this rank's statistics
+    partials (one read of x), one all_gather of (count, mean, M2), the apply kernel; backward:
+    pass 1's two sums, one all_reduce of them, pass 2 over the whole batch's count. The
+    weight's and bias' grads are this rank's sums (DDP averages them, as any parameter's)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, residual, momentum, eps,
+                relu, res, group):
+        x, r = _prepare(x, residual)
+        local = torch.stack(merge_moments(torch.stack(_stat_parts(x, r, res), 1))).double()
+        n, mean, m2 = gather_moments(local, group)
+        total = int(n[0].item()) if n.numel() else 0
+        if total <= 1:
+            raise ValueError("Expected more than 1 value per channel when training, got "
+                             f"{total} over all processes")
+        if running_mean is not None:
+            _update_running_stats(running_mean, running_var, mean, m2 / total, total, momentum)
+        mean, invstd = mean.to(_acc(x)), torch.rsqrt(m2 / total + eps).to(_acc(x))
+        save = any(ctx.needs_input_grad[i] for i in (0, 1, 2, 5))  # x, weight, bias, residual
+        y, mask = _apply(x, r, weight, bias, mean, invstd, relu, res, save)
+        ctx.save_for_backward(x, r if res == 1 else None, weight, bias, mean, invstd, mask)
+        ctx.flags = (relu, res, residual.dtype if residual is not None else None, group, total)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        import torch.distributed as dist
+        x, r, weight, bias, mean, invstd, mask = ctx.saved_tensors
+        relu, res, res_dtype, group, total = ctx.flags
+        dy = _dense(dy, like=x)
+        db, dw = _grad_sums(dy, x, r, mask, weight, bias, mean, invstd, relu, res)
+        sums = torch.stack([db, dw])
+        dist.all_reduce(sums, group=group)
+        dx, dr = _grad_apply(dy, x, r, mask, weight, bias, mean, invstd, sums[0].contiguous(),
+                             sums[1].contiguous(), 1.0 / total, True, relu, res)
+        dres = None if res_dtype is None else \
+            (dx if res == 1 else dr if (res == 2 and relu) else dy).to(res_dtype)
+        return (dx, dw.to(weight.dtype) if weight is not None else None,
+                db.to(bias.dtype) if bias is not None else None, None, None, dres,
+                None, None, None, None, None)
 
 
 def add_act_triton(x, residual, *, relu: bool) -> torch.Tensor:
