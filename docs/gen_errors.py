@@ -44,14 +44,22 @@ EXAMPLES: list[tuple] = [
      {"huge.res": b"#" * 99 + b"\n" * 1 + (b"#" * 99 + b"\n") * 100_000}, ["huge.res"]),
     # ---- E1xx: syntax --------------------------------------------------------------------
     ("E101", "unexpected token",
-     "The text is not in the grammar at this point. The message lists what would be accepted; "
-     "a reserved word where a name is expected, and two arguments without a comma, get hints.",
+     "The text is not in the grammar at this point. The message lists what would be accepted, "
+     "and a hint names the common mistakes: a reserved word where a name is expected, two "
+     "arguments without a comma, a layer's arguments in parentheses (`conv(16, 3x3)`), a "
+     "misspelt keyword (`netwrk`, named at its own place), `*` for a stage's `x`, a block or "
+     "template called without parentheses, a missing `=` or `{`, a trailing `,`, `=` for `==`, "
+     "an `else` on a line of its own. A `}` that closes a `{` indented differently gets a note.",
      {"net.res": "use std\n\nnetwork n {\n  input 3 x 32 x 32\n  conv 16 3x3\n}\n"},
      ["net.res"]),
     ("E102", "unexpected character",
-     "A character that no token starts with: `×` for `x`, single quotes, a stray `@`.",
+     "A character that no token starts with: `×` for `x`, single quotes, a stray `@`, `:` "
+     "for `=` (`stride: 2`), `use std.res` for `use std`.",
      {"net.res": "use 'std'\n"}, ["net.res"]),
-    ("E103", "unexpected end of file", "The file ends inside a definition: usually a missing `}`.",
+    ("E103", "unexpected end of file",
+     "The file ends inside a definition: usually a missing `}`. A note points at the bracket "
+     "left open, or at a `}` indented unlike the `{` it closes (the likely place of the "
+     "missing one).",
      {"net.res": "block b(planes) {\n  conv planes, 3x3\n"}, ["net.res"]),
     ("E104", "nested too deeply",
      "More than 64 brackets open at once, or an expression more than 200 operators deep. "
@@ -122,6 +130,12 @@ EXAMPLES: list[tuple] = [
      "not a model optimized already, not one whose layers were replaced since.",
      {"net.res": "network n {\n  input 3 x 8 x 8\n  conv 4, 3x3\n}\n"},
      ["python", "import resdsl\n\nresdsl.optimize(resdsl.optimize(resdsl.build(\"net.res\")))"]),
+    ("E214", "weights that do not fit the model",
+     "`resdsl.load_backbone(model, state_dict)` loads a whole network's state_dict into a "
+     "model built with `features=` (which stops at its last feature): every entry the model "
+     "has must be in the state_dict, with its shape; the head's entries are left out.",
+     {"net.res": "network n {\n  input 3 x 8 x 8\n  conv 4, 3x3\n}\n"},
+     ["python", "import resdsl\n\nresdsl.load_backbone(resdsl.build(\"net.res\"), {})"]),
     # ---- E3xx: values --------------------------------------------------------------------
     ("E301", "value out of range",
      "A number outside its parameter's range: sizes, channels, strides, groups and dilations "
@@ -282,6 +296,12 @@ Every problem with an input is reported with a stable code, the file, line and c
 source line with a caret under the culprit, and often a hint. One run reports every independent
 error it finds (then a closing `N errors` line). Colour is used only on a terminal, never under
 `NO_COLOR` or `TERM=dumb`.
+
+An error inside a block or a network template is followed by notes naming each use of it, down
+to the network (`in block 'bottleneck' (std.res:27), used by stage 's1' here`, then `in network
+'n'`). When the value at fault came from an argument written in the file being checked, the
+error points at that argument, and the library's line becomes a note (`the argument is used
+here`), as rustc does for a macro's expansion.
 
 Every `resdsl` command exits with 0 on success, 1 when an input has errors, 2 for a usage error
 (a bad option). Anything else escaping the compiler is a bug in resdsl, reported as

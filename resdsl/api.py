@@ -10,7 +10,7 @@ from typing import Any
 
 from .dispatch import KERNELS
 from .elaborate import concrete_networks
-from .errors import ResdslError, SpecNameError, SpecValueError
+from .errors import ResdslError, SpecNameError, SpecValueError, did_you_mean
 from .limits import MAX_LAYERS, MAX_MACS, MAX_PARAMS, Limits
 from .loader import Program
 from .pipeline import Compiled, compile_network, load_spec
@@ -62,7 +62,24 @@ def _compiled(spec: str | Path, network: str | None, *, max_layers: int, max_par
     limits = Limits.given(max_layers=max_layers, max_params=max_params, max_macs=max_macs,
                           allow_any_path=allow_any_path)
     program = load_spec(spec, limits)
-    return compile_network(program, _one(program, network), limits=limits, **kw)
+    try:
+        return compile_network(program, _one(program, network), limits=limits, **kw)
+    except SpecNameError as e:
+        _keyword_hint(e, kw.get("overrides") or {})
+        raise
+
+
+def _keyword_hint(e: SpecNameError, overrides: dict[str, Any]) -> None:
+    """E203 for an override the network does not have: where nothing in the spec is close
+    and the name is close to one of build's own keywords (`feature=`), the hint names it."""
+    import inspect
+
+    ours = [p for p, v in inspect.signature(build).parameters.items()
+            if v.kind is v.KEYWORD_ONLY]
+    for name in overrides:
+        close = did_you_mean(name, ours)
+        if e.code == "E203" and not e.hint and close and f"'{name}'" in e.message:
+            e.hint = f"{close[:-1]}, an argument of resdsl.build (not a network parameter)?"
 
 
 def emit_python(spec: str | Path, network: str | None = None, *,

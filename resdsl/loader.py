@@ -68,18 +68,18 @@ def _bundled_text(file: str) -> str | None:
 @functools.lru_cache(maxsize=None)
 def _parser_identity() -> str:
     """What an AST depends on besides its text: resdsl's version, the grammar, and the
-    parser's and the AST's code (read once per process)."""
-    from . import __version__, nodes, parse
+    parser's and the AST's code, Span's (errors.py) included (read once per process)."""
+    from . import __version__, errors, nodes, parse
     from .resources import grammar_file
 
-    code = [Path(m.__file__).read_text(encoding="utf-8") for m in (nodes, parse)]
+    code = [Path(m.__file__).read_text(encoding="utf-8") for m in (nodes, parse, errors)]
     return "\0".join([__version__, grammar_file().read_text(), *code])
 
 
 def _parse_bundled(text: str, file: str) -> n.Module:
     """A bundled spec's AST from the on-disk cache (~1 ms instead of ~15 ms for std.res, at
     every `resdsl check`), keyed by resdsl's version, the grammar, the parser's and the AST's
-    code (two checkouts of one version share the folder), the path and the text;
+    code with Span's (two checkouts of one version share the folder), the path and the text;
     parsed and stored when absent. Only resdsl's own files are cached: they are few and fixed,
     and a cache that cannot be read or written is skipped silently."""
     import hashlib

@@ -12,6 +12,7 @@ from torch import nn  # noqa: E402
 import resdsl  # noqa: E402
 from resdsl.errors import ResdslError  # noqa: E402
 
+CIFAR_SPEC = Path(__file__).resolve().parent.parent / "specs" / "cifar.res"
 SPEC = "network n {\n  input 3 x 8 x 8\n  conv 4, 3x3; bn; relu\n  avgpool: avgpool\n  fc: fc 10\n}\n"
 
 
@@ -60,3 +61,24 @@ def test_a_str_ending_in_res_or_naming_a_file_is_a_path(tmp_path, monkeypatch):
     assert resdsl.build(Path("net{1}"))(torch.randn(1, 3, 8, 8)).shape == (1, 10)
     assert code(resdsl.build, "nosuch") == "E001"
     assert resdsl.build(SPEC)(torch.randn(1, 3, 8, 8)).shape == (1, 10)  # text
+
+
+def test_a_misspelt_keyword_of_build_is_named_in_the_hint():
+    """Issue 17: `feature=` was E203 without the suggestion the CLI gives for its options."""
+    from resdsl.errors import ResdslError
+    with pytest.raises(ResdslError) as e:
+        resdsl.build(CIFAR_SPEC, "resnet20", feature=["layer1"])
+    assert e.value.code == "E203"
+    assert e.value.hint == ("did you mean 'features', an argument of resdsl.build "
+                            "(not a network parameter)?")
+    with pytest.raises(ResdslError) as e:
+        resdsl.build(CIFAR_SPEC, "resnet20", num_clases=10)
+    assert e.value.hint == "did you mean 'num_classes'?"   # the network's own comes first
+
+
+def test_the_public_functions_have_their_signatures():
+    import inspect
+    params = inspect.signature(resdsl.build).parameters
+    assert list(params)[:2] == ["spec", "network"] and "sync_bn" in params
+    assert "Compile a network of a spec" in resdsl.build.__doc__
+    assert list(inspect.signature(resdsl.optimize).parameters) == ["model"]

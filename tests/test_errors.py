@@ -88,12 +88,20 @@ net.res:1:5: error[E102]: unexpected character '\\x1b'
 net.res:2:14: error[E103]: unexpected end of file; expected 'if', 'merge', 'residual', 'shortcut', '}', a label or a name
   |
 2 |   conv p, 3x3
-  |              ^""", id="E103-open-brace"),
+  |              ^
+net.res:1:12: note: this '{' is not closed
+  |
+1 | block b(p) {
+  |            ^""", id="E103-open-brace"),
     pytest.param("E103", "x = [1, 2\n\n", """\
 net.res:1:10: error[E103]: unexpected end of file; expected ',', ']' or an operator
   |
 1 | x = [1, 2
-  |          ^""", id="E103-open-bracket"),
+  |          ^
+net.res:1:5: note: this '[' is not closed
+  |
+1 | x = [1, 2
+  |     ^""", id="E103-open-bracket"),
     pytest.param("E101", "x = 1 +\n  2\n", """\
 net.res:1:8: error[E101]: unexpected end of line; expected '(', '-', '[', 'false', 'true', a name, a number or a size like 3x3
   |
@@ -316,7 +324,15 @@ net.res:3:17: error[E304]: a stage repeats a block, and 'conv' is a built-in lay
 net.res:1:14: error[E304]: 'p' is the integer 3, not a layer or block
   |
 1 | block b(p) { p }
-  |              ^""", id="E304-not-a-block"),
+  |              ^
+net.res:4:3: note: in block 'b' (net.res:1), used here
+  |
+4 |   b(3)
+  |   ^^^^
+net.res:2:9: note: in network 'n'
+  |
+2 | network n {
+  |         ^""", id="E304-not-a-block"),
     pytest.param("E304", "x = n\n" + NET.format("conv x, 3x3"), """\
 net.res:1:5: error[E304]: 'n' is a network, not a value
   |
@@ -445,6 +461,14 @@ net.res:3:3: note: shortcut (custom): 8x16x16
   |
 3 |   shortcut { conv 8, 1x1, stride = 2 }
   |   ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+net.res:7:3: note: in block 'b' (net.res:1), used here
+  |
+7 |   b
+  |   ^
+net.res:5:9: note: in network 'n'
+  |
+5 | network n {
+  |         ^
   hint: make the branches agree in channels and stride""", id="E406"),
     pytest.param("E407", "block b() {\n  residual { conv 8, 3x3 }\n  shortcut identity\n}\n"
                  + NET.format("b"), """\
@@ -452,6 +476,14 @@ net.res:3:3: error[E407]: `shortcut identity`, but the residual branch changes t
   |
 3 |   shortcut identity
   |   ^^^^^^^^^^^^^^^^^
+net.res:7:3: note: in block 'b' (net.res:1), used here
+  |
+7 |   b
+  |   ^
+net.res:5:9: note: in network 'n'
+  |
+5 | network n {
+  |         ^
   hint: use `shortcut projection` (option B) or `shortcut pad` (option A)""", id="E407-identity"),
     pytest.param("E407", "block b() {\n  residual { conv 2, 3x3, stride = 2 }\n  shortcut pad\n}\n"
                  + NET.format("b"), """\
@@ -459,6 +491,14 @@ net.res:3:3: error[E407]: `shortcut pad` cannot turn 3x32x32 into 2x16x16
   |
 3 |   shortcut pad
   |   ^^^^^^^^^^^^
+net.res:7:3: note: in block 'b' (net.res:1), used here
+  |
+7 |   b
+  |   ^
+net.res:5:9: note: in network 'n'
+  |
+5 | network n {
+  |         ^
   hint: option A only subsamples evenly and adds channels; use `shortcut projection`""",
                  id="E407-pad"),
     # -- limits
@@ -522,8 +562,9 @@ def test_every_code_in_the_source_has_a_case():
         in_source |= set(re.findall(r'code="(E\d{3})"', path.read_text(encoding="utf-8")))
     covered = {p.values[0] for p in CASES} | {
         "E001", "E002", "E003", "E004", "E005", "E206", "E207", "E208", "E209", "E210",
-            "E211", "E212", "E213", "E505", "E506"}
+            "E211", "E212", "E213", "E214", "E505", "E506"}
     # E210: tests/test_pytorch.py; E211, E505, E506: test_limits.py; E212, E213: test_api_errors.py
+    # E214: test_ecosystem.py
     drawing = {c for c in in_source if c.startswith("E6")}  # backends/draw.py, tested there
     assert in_source - drawing <= covered, sorted(in_source - drawing - covered)
 
