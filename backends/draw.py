@@ -6,9 +6,10 @@
             its shortcut arcs around the box, drawn by kind as in the paper's Figure 3: solid
             identity, dashed projection, dotted zero-pad (option A), dashed and labelled
             avgdown / custom. Units without an add (plain nets) have no arc;
-    layer   every op, in clusters per stage and per block, with output shapes on the edges
-            where they change or cross into a block. Runs of identical consecutive blocks
-            collapse to one drawn block marked `x n` unless `expand`.
+    layer   every op, in frames per stage and per block (each titled left of its first op),
+            with output shapes on the edges where they change or cross into a block, once
+            per tensor. Runs of identical consecutive blocks collapse to one drawn block
+            marked `x n` unless `expand`.
 
 Colours and texts are each op's `look` in the op table (resdsl/ops.py), the same at every level. A node with a truthy `fused` attribute
 (set by a fusion pass) is drawn with a double orange border. `to_dot` builds the graphviz
@@ -34,6 +35,7 @@ from resdsl.ops import OPS, PLAIN
 
 LEVELS = ("stage", "block", "layer")
 FORMATS = {"svg": "svg", "png": "png", "pdf": "pdf", "dot": "dot", "gv": "dot"}
+PNG_DPI = 192  # a PNG's pixels per inch: twice Graphviz's own 96, for today's screens
 INSTALL = ("install Graphviz: `apt-get install graphviz`, `brew install graphviz` or "
            "`conda install graphviz`")
 
@@ -57,6 +59,9 @@ SHORTCUT = {
     "avgdown": {"style": "dashed", "color": "#855c99", "label": "avgdown", "weight": "0"},
     "custom": {"style": "dashed", "color": "#a8524a", "label": "custom", "weight": "0"},
 }
+# the main path at the layer level: heavier than dot's pull towards narrow clusters, which
+# would bend the column to slide it in under the frames' captions
+MAIN = {"weight": "10"}
 SHORTCUT_BOX = {"projection": "conv", "avgdown": "avgpool", "pad": "pad", "custom": "fc"}
 
 
@@ -68,6 +73,11 @@ def describe(op: str, a: dict[str, Any], table: bool = False) -> str:
     """Paper-style text of one op: `3×3 conv, 128, /2`, `fc 1000`; `table`: `3×3, 128`."""
     look = OPS[op].look if op in OPS else None
     return look.text(a, table) if look and look.text else op
+
+
+def _io(op: str) -> bool:
+    """The input or output node, which shows its own shape."""
+    return op in OPS and OPS[op].kind == "io"
 
 
 def _heavy_op(op: str) -> bool:
@@ -152,7 +162,7 @@ def chain(g: nx.DiGraph, v: str) -> list[str]:
 
 def _section_key(g: nx.DiGraph, v: str) -> tuple[str, str]:
     d, scopes = g.nodes[v], g.graph["scopes"]
-    if d["op"] in OPS and OPS[d["op"]].kind == "io":  # ("?": a node an error names)
+    if _io(d["op"]):  # ("?": a node an error names)
         return v, "io"
     stage = d.get("stage")
     if stage and scopes[stage]["kind"] == "group":  # stem { } and head { } groups
@@ -417,7 +427,7 @@ class _Layout:
     rep: dict[str, str] = field(default_factory=dict)
     run_of: dict[str, int] = field(default_factory=dict)
     first: set[str] = field(default_factory=set)
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # a run's caption
 
     def drawn(self, v: str) -> bool:
         return v not in self.run_of or v in self.first
@@ -432,8 +442,8 @@ def _layout(g: nx.DiGraph, secs: list[Section], expand: bool) -> _Layout:
     for i, run in enumerate([] if expand else runs(g, secs)):
         head = run[0]
         lay.first.update(head.nodes)
-        lay.labels[head.key] = (f"<<B>\u00d7 {len(run)}</B>  {html.escape(head.key)} \u2026 "
-                                f"{html.escape(run[-1].key)} \u00b7 {html.escape(head.kind)}>")
+        lay.labels[head.key] = [(f"\u00d7 {len(run)}", "bold"),
+                                (f"{head.key} \u2026 {run[-1].key}", ""), (head.kind, "small")]
         for s in run:
             for v in s.nodes:
                 lay.run_of[v] = i
@@ -441,36 +451,57 @@ def _layout(g: nx.DiGraph, secs: list[Section], expand: bool) -> _Layout:
     return lay
 
 
-def _cluster_label(g: nx.DiGraph, name: str, short: str) -> str:
+def _cluster_label(g: nx.DiGraph, name: str, short: str, depth: int) -> list[tuple[str, str]]:
+    """A frame's caption: its name (bold for a stage, stem or head), then its kind."""
     kind = g.graph["scopes"][name]["label"] if name in g.graph["scopes"] else ""
-    kind = kind.replace(" x ", " \u00d7 ")
-    return short if kind in ("", name) else f"{short} \u00b7 {kind}"
+    lines = [(short, "" if depth else "bold")]
+    if kind not in ("", name, short):
+        lines.append((kind.replace(" x ", " \u00d7 "), "small"))
+    return lines
 
 
-def _tree(g: nx.DiGraph, nodes: list[str]) -> dict:
-    """Nested clusters {'nodes': [...], 'sub': {name: tree}} from each node's chain."""
+def _tree(g: nx.DiGraph, nodes: list[str], side: set[str]) -> dict:
+    """Nested clusters {'nodes': [...], 'sub': {name: tree}, 'lead': node} from each node's
+    chain; `lead` is a cluster's first node off the shortcut branches (else its first)."""
     root: dict = {"nodes": [], "sub": {}}
     for v in nodes:
-        t = root
+        path = [root]
         for name in chain(g, v):
-            t = t["sub"].setdefault(name, {"nodes": [], "sub": {}})
-        t["nodes"].append(v)
+            path.append(path[-1]["sub"].setdefault(name, {"nodes": [], "sub": {}}))
+        path[-1]["nodes"].append(v)
+        for t in path:
+            if "lead" not in t or t["lead"] in side and v not in side:
+                t["lead"] = v
     return root
+
+
+def _caption(name: str) -> str:
+    """The node that carries a cluster's title (a space: no IR node name has one)."""
+    return f"{name} caption"
 
 
 def _emit(dot, g: nx.DiGraph, tree: dict, lay: _Layout, error: tuple | None,
           side: set[str], depth: int = 0, prefix: str = "") -> None:
+    """The nodes of `tree` and a frame per subtree, titled by a caption node left of the
+    frame's first node (edges route around a node, but cross a cluster's own label)."""
     for v in tree["nodes"]:
         _layer_node(dot, g, v, prefix, error, v in side)
     for name, sub in tree["sub"].items():
         with dot.subgraph(name=f"cluster_{name}") as c:
             run = name in lay.labels
             short = name[len(prefix):] if depth > 1 and name.startswith(prefix) else name
-            c.attr(label=lay.labels.get(name) or _cluster_label(g, name, short), fontsize="10",
-                   style="rounded,filled" + (",bold" if run else ""),
+            c.attr(label="", style="rounded,filled" + (",bold" if run else ""),
                    fillcolor="#f7f7f7" if depth else "#ffffff",
-                   color="#333333" if run else "#aaaaaa", fontcolor="#333333")
+                   color="#333333" if run else "#aaaaaa")
+            text = lay.labels.get(name) or _cluster_label(g, name, short, depth)
+            c.node(_caption(name), _html(*text),
+                   shape="plaintext", fontcolor="#333333", height="0.2", margin="0.02,0")
             _emit(c, g, sub, lay, error, side, depth + 1, name + ".")
+            lead = sub["lead"]
+            inner = next((k for k, t in sub["sub"].items() if t["lead"] == lead), None)
+            with c.subgraph() as row:  # left of the first node, or of the inner caption
+                row.attr(rank="same")
+                row.edge(_caption(name), _caption(inner) if inner else lead, style="invis")
 
 
 def _layer_node(dot, g: nx.DiGraph, v: str, prefix: str, error: tuple | None,
@@ -479,7 +510,7 @@ def _layer_node(dot, g: nx.DiGraph, v: str, prefix: str, error: tuple | None,
     op = d.get("op", "?")
     look = OPS[op].look if op in OPS else None
     short = v.removeprefix(prefix)
-    if op in OPS and OPS[op].kind == "io":
+    if _io(op):
         shape = d.get("shape")
         dot.node(v, _html((op, "bold"), (_x(shape) if shape else "?", "small")),
                  shape="plaintext", group="main")
@@ -501,14 +532,20 @@ def _layer_node(dot, g: nx.DiGraph, v: str, prefix: str, error: tuple | None,
         dot.node(v, _html(*lines), **_box(op, **extra))
 
 
-def _edge_label(g: nx.DiGraph, a: str, b: str, section: dict[str, str]) -> str:
-    """The producer's output shape, where it changes or enters another section."""
+def _edge_label(g: nx.DiGraph, a: str, b: str, section: dict[str, str],
+                branch: dict[str, str]) -> str:
+    """The producer's output shape, where it changes or enters another section; once per
+    tensor, so not on the way into a shortcut branch (the main path's edge has it), nor
+    into a merge's shortcut port, nor at the input or output (their nodes show it)."""
     d = g.nodes[a]
-    if "shape" not in d or g.edges[a, b].get("port") == 1:
+    shown = (g.edges[a, b].get("port") == 1 or b in branch and a not in branch
+             or _io(d["op"]) or _io(g.nodes[b].get("op", "?")))
+    if "shape" not in d or shown:
         return ""
     preds = list(g.predecessors(a))
     changed = not preds or g.nodes[preds[0]].get("shape") != d["shape"]
-    return _x(d["shape"]) if changed or section.get(a) != section.get(b) else ""
+    crosses = a not in branch and section.get(a) != section.get(b)
+    return _x(d["shape"]) if changed or crosses else ""
 
 
 def _shortcut_edges(secs: list[Section]) -> dict[str, str]:
@@ -526,10 +563,12 @@ def layer_view(g: nx.DiGraph, dot, expand: bool = False,
     message) marks a node in red and adds a note with the message."""
     if error and error[0] not in g:
         g = _with_missing(g, error[0])
+    dot.attr("graph", newrank="true")  # captions share a rank with nodes of inner clusters
     secs = sections(g)
     lay = _layout(g, secs, expand)
     kinds = _shortcut_edges(secs)
-    _emit(dot, g, _tree(g, [v for v in g.nodes if lay.drawn(v)]), lay, error, set(kinds))
+    side = set(kinds)
+    _emit(dot, g, _tree(g, [v for v in g.nodes if lay.drawn(v)], side), lay, error, side)
     section = {v: s.key for s in secs for v in s.nodes}
     seen = set()
     for a, b, e in g.edges(data=True):
@@ -540,10 +579,10 @@ def layer_view(g: nx.DiGraph, dot, expand: bool = False,
             continue
         seen.add((ra, rb))
         kind = e.get("shortcut") or kinds.get(b)
-        style = dict(SHORTCUT.get(kind, SHORTCUT["custom"])) if kind else {}
+        style = dict(SHORTCUT.get(kind, SHORTCUT["custom"]) if kind else MAIN)
         if kind and not (e.get("port") == 1 and kind in ("avgdown", "custom")):
             style.pop("label", None)
-        label = style.pop("label", None) or _edge_label(g, a, b, section if not kind else {})
+        label = style.pop("label", None) or _edge_label(g, a, b, section, kinds)
         dot.edge(ra, rb, **style, **({"label": label} if label else {}))
     if error:
         _error_note(dot, g, error, lay)
@@ -607,11 +646,15 @@ def format_of(path: str) -> str:
     return FORMATS[ext]
 
 
-def render(dot, fmt: str) -> bytes:
-    """The diagram in `fmt`: DOT text as is, anything else through Graphviz's `dot`."""
+def render(dot, fmt: str, dpi: int = PNG_DPI) -> bytes:
+    """The diagram in `fmt`: DOT text as is, anything else through Graphviz's `dot`; a PNG
+    at `dpi` pixels per inch (the vector formats have no resolution)."""
     if fmt == "dot":
         return dot.source.encode("utf-8")
     gv = graphviz_module()
+    if fmt == "png":
+        dot = dot.copy()
+        dot.attr("graph", dpi=str(dpi))
     try:
         return dot.pipe(format=fmt, quiet=True)
     except gv.ExecutableNotFound:
@@ -624,18 +667,18 @@ def render(dot, fmt: str) -> bytes:
                         code="E603") from None
 
 
-def write(dot, path: str) -> None:
-    """Render by the file's extension and write the file."""
-    data = render(dot, format_of(path))
+def write(dot, path: str, dpi: int = PNG_DPI) -> None:
+    """Render by the file's extension (a PNG at `dpi`) and write the file."""
+    data = render(dot, format_of(path), dpi)
     try:
         Path(path).write_bytes(data)
     except OSError as e:
         raise DrawError(f"cannot write '{path}': {e.strerror or e}", code="E604") from None
 
 
-def draw(g: nx.DiGraph, path: str, **kw: Any) -> None:
+def draw(g: nx.DiGraph, path: str, dpi: int = PNG_DPI, **kw: Any) -> None:
     """`to_dot` then `write`."""
-    write(to_dot(g, **kw), path)
+    write(to_dot(g, **kw), path, dpi)
 
 
 def located(err: ResdslError) -> tuple[nx.DiGraph, tuple[str, str, str]] | None:

@@ -8,13 +8,16 @@ the end of a body stays there, indented with the body).
 
 Blank lines: exactly one between top-level definitions; elsewhere one where the source had one
 or more, never right after `{` or before `}`. Consecutive `network a = f(...)` lines align `=`.
+A trailing comment goes two spaces after its line, unless it lines up with others: see
+`_comment_columns`. `a; b` rows stay rows, except on the line of their body's `{`: a group
+written on one line expands to one statement a line.
 """
 from __future__ import annotations
 
 import bisect
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from . import nodes as n
 from .ops import LAYERS, SHORTCUTS
@@ -75,7 +78,7 @@ def _dims(e: n.Dims) -> str:
     return " x ".join(format_expr(i, SUM) for i in e.items)
 
 
-def _labelled(label: Optional[str], text: str) -> str:
+def _labelled(label: str | None, text: str) -> str:
     return f"{label}: {text}" if label is not None else text
 
 
@@ -151,7 +154,7 @@ SIMPLE: dict[type, Callable] = {
 }
 
 
-def _header(s) -> Optional[tuple[str, tuple]]:
+def _header(s) -> tuple[str, tuple] | None:
     """(`header {`, body) for a statement with a body, else None."""
     if isinstance(s, n.BlockDef):
         return f"block {s.name}{_params(s.params)} {{", s.body
@@ -178,9 +181,11 @@ class Line:
     text: str
     start: Pos           # where it came from, for placing comments and keeping blank lines
     end: Pos             # exclusive
-    item: Optional[int]  # the top-level item it belongs to (a comment: the one it precedes)
+    item: int | None  # the top-level item it belongs to (a comment: the one it precedes)
     trailing: str = ""
-    inst: Optional[tuple[str, str]] = None  # (name, call) of `network name = call`, to align
+    source_col: int = 0  # where the trailing comment started in the source (0-based)
+    col: int = 0         # where it starts in the output; 0: two spaces after the text
+    inst: tuple[str, str] | None = None  # (name, call) of `network name = call`, to align
     row: bool = False    # a layer or let: may share a line with its neighbours (`bn; relu`)
 
     @property
@@ -227,7 +232,7 @@ class Layout:
 
     # -- chunks
     def chunk(self, kind: str, indent: int, text: str, start: Pos, end: Pos, item: int,
-              inst: Optional[tuple[str, str]] = None) -> None:
+              inst: tuple[str, str] | None = None) -> None:
         """Record one output line and move the cursor past its source text."""
         self.chunks.append(Line(kind, indent, text, start, end, item, inst=inst))
         self.cursor = max(self.cursor, self.offset(end))
@@ -291,7 +296,7 @@ class Layout:
             k = bisect.bisect_right(starts, at) - 1
             if k >= 0 and at >= self.chunks[k].end and tok.line == self.chunks[k].end[0]:
                 assert not self.chunks[k].trailing, "two comments cannot share a line"
-                self.chunks[k].trailing = text
+                self.chunks[k].trailing, self.chunks[k].source_col = text, tok.column - 1
                 continue
             if k < 0 or at >= self.chunks[k].end:
                 k += 1  # after chunk k: before the next one
@@ -328,24 +333,29 @@ class Layout:
         self.chunks = _rows(self.chunks)
         lines = self.place(comments)
         blanks = [i > 0 and self.blank_before(lines[i - 1], lines[i]) for i in range(len(lines))]
-        _align(lines, blanks)
+        _comment_columns(lines, blanks, _align(lines, blanks))
         out: list[str] = []
         for line, blank in zip(lines, blanks):
             if blank:
                 out.append("")
-            text = INDENT * line.indent + line.text
-            out.append(f"{text}  {line.trailing}" if line.trailing else text)
+            text = _width_text(line)
+            pad = line.col - len(text) if line.col else 2
+            out.append(text + " " * pad + line.trailing if line.trailing else text)
         return "\n".join(out) + "\n" if out else ""
 
 
 def _rows(chunks: list[Line]) -> list[Line]:
     """Statements written on one line with `;` stay on one line (`conv c, 3x3; bn; relu` reads
-    as one row of the paper's Table 1); only inside bodies, never at top level."""
+    as one row of the paper's Table 1); only inside bodies, never at top level, and not on the
+    line of the body's `{`: `stem { conv 64, 7x7; bn; relu }` expands to a statement a line."""
     out: list[Line] = []
+    brace: dict[int, int] = {}  # the indent of a body -> the source line of its `{`
     for c in chunks:
+        if c.kind != "stmt" and c.text.endswith("{"):
+            brace[c.indent + 1] = c.end[0]
         prev = out[-1] if out else None
         if (prev is not None and c.row and prev.row and c.indent == prev.indent > 0
-                and c.start[0] == prev.end[0]):
+                and c.start[0] == prev.end[0] != brace.get(c.indent)):
             prev.text, prev.end = f"{prev.text}; {c.text}", c.end
         else:
             out.append(c)
@@ -359,9 +369,10 @@ def _separate(a: n.Item, b: n.Item) -> bool:
     return not (type(a) is type(b) and isinstance(a, one_liners))
 
 
-def _align(lines: list[Line], blanks: list[bool]) -> None:
-    """Pad names in runs of adjacent `network x = f(...)` lines so their `=` line up."""
-    i = 0
+def _align(lines: list[Line], blanks: list[bool]) -> list[list[Line]]:
+    """Pad names in runs of adjacent `network x = f(...)` lines so their `=` line up; return
+    each run's lines with trailing comments (these line up too)."""
+    runs, i = [], 0
     while i < len(lines):
         j = i + 1
         if lines[i].inst is not None:
@@ -371,12 +382,53 @@ def _align(lines: list[Line], blanks: list[bool]) -> None:
             for line in lines[i:j]:
                 name, call = line.inst  # type: ignore[misc]
                 line.text = f"network {name.ljust(width)} = {call}"
-            commented = [line for line in lines[i:j] if line.trailing]
-            if len(commented) > 1:  # their trailing comments line up too
-                end = max(len(line.text) for line in commented)
-                for line in commented:
-                    line.text = line.text.ljust(end)
+            runs.append([line for line in lines[i:j] if line.trailing])
         i = j
+    return runs
+
+
+def _width_text(line: Line) -> str:
+    """A line as written, without its trailing comment."""
+    return INDENT * line.indent + line.text
+
+
+def _aligned(lines: list[Line], blanks: list[bool]) -> list[list[Line]]:
+    """Runs of trailing comments the source had in one column: consecutive ones, with no
+    blank line between them (each starts out at its source column)."""
+    runs: list[list[Line]] = []
+    last: Line | None = None
+    for line, blank in zip(lines, blanks):
+        if blank:
+            last = None
+        if not line.trailing:
+            continue
+        if last is not None and line.source_col == last.source_col:
+            runs[-1].append(line)
+        else:
+            runs.append([line])
+        last = line
+    aligned = [run for run in runs if len(run) > 1]
+    for run in aligned:
+        for line in run:
+            line.col = line.source_col
+    return aligned
+
+
+def _comment_columns(lines: list[Line], blanks: list[bool], runs: list[list[Line]]) -> None:
+    """Set `col` for the trailing comments that line up: those aligned in the source, and
+    those of a run of `network x = ...` lines (`runs`). A group starts at its source column,
+    or further right if a line is too long for it: two spaces after its longest line. Any
+    other comment: two spaces after its line (`col` 0)."""
+    groups = _aligned(lines, blanks) + [run for run in runs if len(run) > 1]
+    changed = True
+    while changed:  # a line in two groups moves both (columns only grow: this ends)
+        changed = False
+        for group in groups:
+            col = max(max(line.col for line in group),
+                      max(len(_width_text(line)) + 2 for line in group))
+            for line in group:
+                changed |= line.col != col
+                line.col = col
 
 
 # ---- entry points --------------------------------------------------------------------------

@@ -1,12 +1,18 @@
 """`resdsl draw`: the DOT structure at each level (nodes, edges, clusters, shortcut styles), run
-collapsing, fused and error marking, renders through `dot`, and the errors when Graphviz (the
-program or the Python package) is missing."""
+collapsing, fused and error marking, the layer level's layout as `dot` makes it (no edge through
+a title, one straight main column, a shape label once per tensor), renders through `dot` and
+the PNG resolution, and the errors when Graphviz (the program or the Python package) is
+missing."""
 from __future__ import annotations
 
 import itertools
 import re
+import shlex
 import shutil
+import struct
+import subprocess
 import sys
+from collections import Counter
 
 import networkx as nx
 import pytest
@@ -236,7 +242,7 @@ def test_layer_level_expanded_draws_every_op_in_nested_clusters(zoo):
     assert "cluster_head" in dot.clusters
     assert dot.edge("conv1", "bn1")["label"] == "16×32×32"  # shapes where they change
     assert "label" not in dot.edge("bn1", "relu1")
-    assert len(dot.edges) == zoo.number_of_edges()
+    assert dot.visible().number_of_edges() == zoo.number_of_edges()
 
 
 def test_layer_level_shortcut_edges(zoo):
@@ -247,7 +253,8 @@ def test_layer_level_shortcut_edges(zoo):
     assert dot.edge("layer2.0.downsample", "layer2.0.add")["style"] == "dotted"
     assert dot.edge("layer3.0.downsample.2", "layer3.0.add")["label"] == "avgdown"
     assert dot.edge("layer4.0.downsample.0", "layer4.0.add")["label"] == "custom"
-    assert not any(b.startswith("layer5") and e.get("style") for a, b, e in dot.edges)
+    assert not any(b.startswith("layer5") and e.get("style") not in (None, "invis")
+                   for a, b, e in dot.edges)
 
 
 def test_layer_level_collapses_identical_runs():
@@ -301,6 +308,97 @@ def test_output_is_deterministic(zoo):
 
 def test_rankdir(zoo):
     assert "rankdir=LR" in d.to_dot(zoo, rankdir="LR").source
+
+
+# ---- layer level: the layout dot makes of it ------------------------------------------------
+
+def _layout(dot_text: str) -> tuple[dict, list]:
+    """`dot -Tplain`: nodes {name: (x, y, w, h)} and edges [(a, b, points)], in inches."""
+    out = subprocess.run(["dot", "-Tplain"], input=dot_text, capture_output=True, text=True,
+                         check=True).stdout
+    nodes, edges = {}, []
+    for line in out.splitlines():
+        f = shlex.split(line)
+        if f[0] == "node":
+            nodes[f[1]] = tuple(map(float, f[2:6]))
+        elif f[0] == "edge" and f[-2] != "invis":
+            n = int(f[3])
+            edges.append((f[1], f[2], [tuple(map(float, f[4 + 2 * i:6 + 2 * i]))
+                                       for i in range(n)]))
+    return nodes, edges
+
+
+def _curve(points: list) -> list:
+    """Points along a piecewise cubic Bézier (what -Tplain gives for a spline)."""
+    out = []
+    for k in range(0, len(points) - 3, 3):
+        p0, p1, p2, p3 = points[k:k + 4]
+        for i in range(21):
+            t = i / 20
+            out.append(tuple((1 - t) ** 3 * a + 3 * (1 - t) ** 2 * t * b + 3 * (1 - t) * t ** 2
+                             * c + t ** 3 * e for a, b, c, e in zip(p0, p1, p2, p3)))
+    return out
+
+
+LAID_OUT = [("specs/resnet.res", "resnet50"), ("specs/preact.res", "preact_resnet18"),
+            ("docs/diagrams/preact_units.res", "preact_units")]
+
+
+@needs_dot
+@pytest.mark.parametrize("spec, net", LAID_OUT)
+def test_layer_level_no_edge_crosses_a_title(spec, net):
+    # the titles are caption nodes left of each frame's first op: dot routes every edge
+    # around them (it drew the frames' own labels where the shortcut arcs came in)
+    g = check_file(spec, networks=[net]).graphs[net]
+    dot = d.to_dot(g, level="layer")
+    nodes, edges = _layout(dot.source)
+    captions = {v: box for v, box in nodes.items() if v.endswith(" caption")}
+    assert len(captions) >= 5 and 'label=""' in dot.source
+    for a, b, points in edges:
+        for x, y in _curve(points):
+            for v, (cx, cy, w, h) in captions.items():
+                assert not (abs(x - cx) < w / 2 and abs(y - cy) < h / 2), (a, b, v)
+    parsed = Dot(dot.source)
+    for a, b, e in parsed.edges:
+        if e.get("style") == "invis":  # caption -> its frame's first op or inner caption
+            assert nodes[a][0] < nodes[b][0] and nodes[a][1] == nodes[b][1], (a, b)
+
+
+@needs_dot
+@pytest.mark.parametrize("spec, net", LAID_OUT)
+def test_layer_level_main_path_is_one_straight_column(spec, net):
+    # (pre-activation units bent it step by step under the captions before MAIN's weight)
+    g = check_file(spec, networks=[net]).graphs[net]
+    dot = d.to_dot(g, level="layer")
+    nodes, _ = _layout(dot.source)
+    main = [v for v, a in Dot(dot.source).nodes.items() if a.get("group") == "main"]
+    xs = {round(nodes[v][0], 2) for v in main}
+    assert len(main) > 20 and max(xs) - min(xs) < 0.05, sorted(xs)
+
+
+@pytest.mark.parametrize("spec, net", [(None, "zoo"), ("specs/resnet.res", "resnet50"),
+                                       ("specs/preact.res", "preact_resnet18")])
+def test_layer_level_labels_each_tensor_once(zoo, spec, net):
+    g = zoo if spec is None else check_file(spec, networks=[net]).graphs[net]
+    dot = dot_of(g, level="layer", expand=True)
+    shapes = Counter(a for a, b, e in dot.edges
+                     if "label" in e and e["label"] not in ("avgdown", "custom"))
+    assert shapes and max(shapes.values()) == 1
+    assert "label" not in dot.edge("input", next(g.successors("input")))  # shown on input
+    if net == "resnet50":  # it was `64×56×56  64×56×56` side by side
+        assert dot.edge("maxpool", "layer1.0.conv1")["label"] == "64×56×56"
+        assert "label" not in dot.edge("maxpool", "layer1.0.downsample.0")
+        assert "label" not in dot.edge("fc", "output")
+        assert dot.edge("layer1.0.downsample.0", "layer1.0.downsample.1")["label"] == "256×56×56"
+
+
+def test_layer_level_run_caption():
+    dot = dot_of(graph(DEEP, "deep"), level="layer")
+    label = dot.nodes["layer1.1 caption"]["label"]
+    assert "<B>× 3</B>" in label and "layer1.1 … layer1.3" in label and "preact_basic" in label
+    assert "layer1.1 caption" in dot.clusters["cluster_layer1.1"]
+    assert dot.edge("layer1 caption", "layer1.0 caption")["style"] == "invis"
+    assert dot.edge("layer1.1 caption", "layer1.1.bn1")["style"] == "invis"
 
 
 # ---- shape errors: drawn up to the error ------------------------------------------------------
@@ -412,3 +510,46 @@ def test_unwritable_output(tmp_path, zoo):
     with pytest.raises(d.DrawError) as info:
         d.write(d.to_dot(zoo), str(tmp_path / "no" / "such" / "dir.dot"))
     assert info.value.code == "E604"
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data.startswith(b"\x89PNG")
+    return struct.unpack(">II", data[16:24])
+
+
+@needs_dot
+def test_png_resolution(zoo):
+    dot = d.to_dot(zoo, level="stage")
+    w, h = _png_size(dot.pipe(format="png"))  # Graphviz's own 96 per inch
+    w2, h2 = _png_size(d.render(dot, "png"))
+    assert d.PNG_DPI == 192 and abs(w2 - 2 * w) <= 2 and abs(h2 - 2 * h) <= 2
+    w3, _ = _png_size(d.render(dot, "png", dpi=48))
+    assert abs(w3 - w / 2) <= 1
+    assert "dpi" not in dot.source  # the diagram itself is untouched
+
+
+@needs_dot
+def test_cli_dpi(tmp_path):
+    sizes = []
+    for dpi in ("96", "288"):
+        out = tmp_path / f"r18-{dpi}.png"
+        r = CliRunner().invoke(main, ["draw", "specs/resnet.res", "-n", "resnet18", "-o",
+                                      str(out), "--dpi", dpi])
+        assert r.exit_code == 0, r.output
+        sizes.append(_png_size(out.read_bytes()))
+    (w, h), (w3, h3) = sizes
+    assert w > 400 and abs(w3 - 3 * w) <= 3 and abs(h3 - 3 * h) <= 3
+
+
+@pytest.mark.parametrize("out", [["-o", "net.svg"], ["-o", "net.pdf"], []])
+def test_cli_dpi_is_for_png_only(tmp_path, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["draw", f"{d.Path(__file__).parent.parent}/specs/resnet.res",
+                                  "-n", "resnet18", *out, "--dpi", "300"])
+    assert r.exit_code == 2 and "--dpi" in r.output and ".png" in r.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_dpi_help_names_the_default():
+    r = CliRunner().invoke(main, ["draw", "--help"])
+    assert f"[default: {d.PNG_DPI}," in " ".join(r.output.split())

@@ -2,6 +2,7 @@
 for every valid input: idempotence, the same AST, and the same comments."""
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -61,7 +62,10 @@ block basic(planes, stride = 1) {
 network resnet(block, depths, num_classes = 1000) {
   input 3 x 224 x 224
   stem {
-    conv 64, 7x7, stride = 2; bn; relu; maxpool 3x3, stride = 2
+    conv 64, 7x7, stride = 2
+    bn
+    relu
+    maxpool 3x3, stride = 2
   }
   stage layer1 = depths[0] x block(64, groups = (1 + 2) * 3 // 2)
   head {
@@ -124,7 +128,9 @@ use "other.res"
 
 block basic(planes, stride = 1) {
   residual {
-    conv planes, 3x3, stride = stride; bn; relu
+    conv planes, 3x3, stride = stride
+    bn
+    relu
     conv planes, k x k
     bn(zero_init)
   }
@@ -135,12 +141,16 @@ block basic(planes, stride = 1) {
 network net(block, depths, num_classes = 1000) {
   input 3 x 224 x 224
   stem {
-    conv 64, 7x7, stride = 2; bn; relu; maxpool 3x3, stride = 2
+    conv 64, 7x7, stride = 2
+    bn
+    relu
+    maxpool 3x3, stride = 2
   }
   stage layer1 = depths[0] x block(64, groups = (1 + 2) * 3 // 2)
   stage layer2 = block(128)
   head {
-    avgpool; fc: fc num_classes
+    avgpool
+    fc: fc num_classes
   }
 }
 
@@ -332,6 +342,129 @@ def test_rows_joined_with_semicolons_stay_rows():
     assert "    conv c, 3x3; bn; relu\n    conv c, 1x1\n" in out
 
 
+def test_one_line_groups_expand_to_a_statement_a_line():
+    src = ("block b(c) { residual { conv c, 3x3; bn; relu }; shortcut identity; merge add }\n"
+           "network n { stem { conv 8, 3x3; bn }; if true { relu; bn } else { bn; relu } }\n")
+    assert assert_properties(src) == """\
+block b(c) {
+  residual {
+    conv c, 3x3
+    bn
+    relu
+  }
+  shortcut identity
+  merge add
+}
+
+network n {
+  stem {
+    conv 8, 3x3
+    bn
+  }
+  if true {
+    relu
+    bn
+  } else {
+    bn
+    relu
+  }
+}
+"""
+    # a row on a line of its own stays a row, also after a `{` line (`conv a,` began there)
+    kept = "block b(a) {\n  residual {\n    conv a, 3x3; bn; relu\n  }\n}\n"
+    assert assert_properties(kept) == kept
+    assert assert_properties("block b(a) { conv a,\n 3x3; bn }") == (
+        "block b(a) {\n  conv a, 3x3; bn\n}\n")
+
+
+# README's squeeze-and-excitation block: two comments aligned at column 45, lines apart
+SE = """\
+block se(rd_ratio = 0.0625) {
+  residual {
+    avgpool                                 # global: C x 1 x 1
+    fc1: conv make_divisible(in_channels * rd_ratio, 8, round_limit = 0.0), 1x1, bias
+    act: relu
+    gate: sigmoid
+  }
+  shortcut identity
+  merge mul                                 # x * gate
+}
+"""
+
+
+def test_aligned_trailing_comments_keep_their_column():
+    assert assert_properties(SE) == SE
+    messy = SE.replace("    avgpool  ", "avgpool      ").replace("  merge mul", "merge   mul")
+    assert assert_properties(messy) == SE  # the column is kept, not the spaces
+
+
+def test_aligned_comments_move_right_together():
+    src = "".join(f"{code.ljust(22)}# {c}\n" for code, c in [
+        ("block b(a) {", "zero"), ("  relu", "one"), ("  conv a,3x3,stride=2 ", "too long"),
+        ("  bn", "three")]) + "}\n"
+    assert assert_properties(src) == (  # 22 + 2: `conv a, 3x3, stride = 2` is 25 long
+        "block b(a) {               # zero\n  relu                     # one\n"
+        "  conv a, 3x3, stride = 2  # too long\n  bn                       # three\n}\n")
+
+
+def test_unaligned_comments_get_two_spaces():
+    src = ("use std      # lone\n\nblock b(a) {\n  relu    # x\n  bn       # y\n\n"
+           "  relu  # z\n  relu  # w\n}\n")
+    out = assert_properties(src)
+    assert out.startswith("use std  # lone\n") and "  relu  # x\n  bn  # y\n" in out
+    assert "  relu  # z\n  relu  # w\n" in out  # (a blank line splits a column)
+    broken = "block b(a) {\n  relu    # x\n\n  bn      # y\n}\n"
+    assert assert_properties(broken) == "block b(a) {\n  relu  # x\n\n  bn  # y\n}\n"
+
+
+def test_instance_run_comments_meet_a_source_column():
+    src = ("network a = r(1)            # one\nnetwork bbbb = r(22)        # two\n"
+           "network c = r(3)  # three\n")
+    assert assert_properties(src) == ("network a    = r(1)         # one\n"
+                                      "network bbbb = r(22)        # two\n"
+                                      "network c    = r(3)         # three\n")
+
+
+ROW_STMTS = ["relu", "conv planes, 3x3, stride = 2", "bn(zero_init)", "fc: fc 10",
+             "conv a,3x3;bn", "v = [1, 2]", "merge add"]
+
+
+@st.composite
+def commented_blocks(draw) -> str:
+    """A block whose lines carry comments in a few columns, some blank lines between."""
+    lines = []
+    for i in range(draw(st.integers(1, 8))):
+        line = "  " + draw(st.sampled_from(ROW_STMTS))
+        col = draw(st.sampled_from([None, 0, 14, 14, 30]))
+        if col is not None:
+            line = line.ljust(col) + " " * draw(st.integers(0 if col > len(line) else 1, 2))
+            line += f"# c{i}"
+        lines.append(draw(st.sampled_from(["", "", "\n"])) + line)
+    return "block b(planes, a) {\n" + "\n".join(lines) + "\n}\n"
+
+
+def _comment_columns(text: str) -> dict[str, tuple[int, int]]:
+    """Comment -> (line, column) in `text`."""
+    return {str(t).strip(): (t.line, t.column) for t in parse_with_comments(text)[1]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(commented_blocks())
+def test_random_comment_columns(src):
+    out = assert_properties(src)
+    before, after = _comment_columns(src), _comment_columns(out)
+    lines = out.split("\n")
+    order = sorted(before, key=lambda c: before[c])
+    for c, d in itertools.pairwise(order):
+        (l1, c1), (l2, c2) = before[c], before[d]
+        blank = any(not x.strip() for x in src.split("\n")[l1:l2 - 1])
+        if c1 == c2 and not blank:  # aligned in the source: aligned after
+            assert after[c][1] == after[d][1], (c, d)
+    for c, (line, col) in after.items():
+        code = lines[line - 1][:col - 1]
+        assert code.rstrip() and len(code) - len(code.rstrip()) >= 2  # two spaces at least
+
+
 def test_trailing_comments_align_in_instance_runs():
     src = "network a = r(1)  # one\nnetwork bbbb = r(22)  # two\n"
     assert assert_properties(src) == ("network a    = r(1)   # one\n"
@@ -367,7 +500,7 @@ def test_check_and_diff():
     diff = unified_diff(T1, format_text(T1), "t1.res")
     assert diff.startswith("--- t1.res\n+++ t1.res (formatted)\n")
     assert "\n-    bn; relu; maxpool 3x3, stride = 2 }\n" not in diff
-    assert "\n+    conv 64, 7x7, stride = 2; bn; relu; maxpool 3x3, stride = 2\n" in diff
+    assert "\n+    conv 64, 7x7, stride = 2\n+    bn\n+    relu\n" in diff
     assert unified_diff(T1_FORMATTED, T1_FORMATTED, "t1.res") == ""
     assert unified_diff("x = 1", "x = 1\n", "f").endswith("\\ No newline at end of file\n+x = 1\n")
 
