@@ -6,6 +6,7 @@ blocks before the rest are built), so a repeat count of 10**12 costs nothing.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Union
 
@@ -17,7 +18,7 @@ from .errors import (LimitError, ResdslError, Span, SpecNameError, SpecValueErro
 from .ops import BOOL, DEFAULT_MERGE, FLOAT, INT, LAYERS, NONNEG, PAIR, PROB, REQUIRED, SHORTCUTS
 from .limits import MAX_ATTR, MAX_LAYERS
 from .loader import Program, Scope
-from .nodes import head_span, names_in
+from .nodes import head_span, names_in, subexpressions
 
 MAX_BLOCK_DEPTH = 32
 MAX_INT = 2 ** 62
@@ -93,6 +94,7 @@ class BlockNode:
     post: list["Node"] = field(default_factory=list)
     merge_span: Optional[Span] = None
     def_span: Optional[Span] = None     # where the block is defined
+    stage: str | None = None            # the stage it is a block of (for errors' notes)
 
 
 @dataclass
@@ -118,6 +120,8 @@ class NetNode:
     span: Span
     input_span: Span
     args: dict[str, Any] = field(default_factory=dict)
+    note: tuple[Span, str] | None = None  # an error's note naming the network (template)
+    instance: bool = False              # of a template: the note goes on every error in it
 
 
 Node = Union[LayerNode, BlockNode, GroupNode, StageNode]
@@ -127,12 +131,35 @@ Node = Union[LayerNode, BlockNode, GroupNode, StageNode]
 
 
 class Env:
-    """Variables of one definition body (parameters and lets) over its module's scope."""
+    """Variables of one definition body (parameters and lets) over its module's scope, each
+    with the arguments in the user's file its value came from (`origins`, for errors)."""
 
-    def __init__(self, scope: Scope, elab: "Elaborator", values: dict[str, Value] | None = None):
+    def __init__(self, scope: Scope, elab: "Elaborator", values: dict[str, Value] | None = None,
+                 origins: dict[str, tuple[Span, ...]] | None = None):
         self.scope = scope
         self.elab = elab
         self.vars: dict[str, Value] = dict(values or {})
+        self.origins: dict[str, tuple[Span, ...]] = dict(origins or {})
+        self.lets: list[tuple[str, n.Expr]] = []   # bound, their origins not traced yet
+
+    def let(self, name: str, e: n.Expr) -> None:
+        """Bind `name` to the value of `e` (where that came from is traced only if asked)."""
+        if self.origins:
+            self.lets.append((name, e))
+        self.vars[name] = evaluate(e, self)
+
+    def trace(self, e: n.Expr) -> tuple[Span, ...]:
+        """The user's arguments the value of `e` is computed from, each once (the lets'
+        traced first, in the order they were bound, so a rebound name is traced right)."""
+        for name, x in self.lets:
+            self.origins[name] = self._spans(x)
+        self.lets.clear()
+        return self._spans(e)
+
+    def _spans(self, e: n.Expr) -> tuple[Span, ...]:
+        if not self.origins:
+            return ()
+        return tuple(dict.fromkeys(sp for x in names_in(e) for sp in self.origins.get(x.id, ())))
 
     def lookup(self, name: str, span: Span) -> Value:
         if name in self.vars:
@@ -403,6 +430,8 @@ class Elaborator:
         self.depth = 0
         self.constants: dict[int, Value] = {}
         self.failed: dict[int, ResdslError] = {}
+        self.root_file = program.root.module.file  # the user's file: arguments there are theirs
+        self.traced: ResdslError | None = None     # the error last given its notes of uses
 
     # -- constants and counting
     def constant(self, let: n.Let, scope: Scope) -> Value:
@@ -467,6 +496,7 @@ class Elaborator:
         defn, scope = found
         env = Env(scope, self)
         explicit: dict[str, Value] = {}
+        origins: dict[str, tuple[Span, ...]] = {}
         if isinstance(defn, n.NetworkInst):
             call = defn.call
             target = scope.lookup(call.name)
@@ -474,8 +504,9 @@ class Elaborator:
                 raise SpecNameError(f"no network template named '{call.name}'", call.span,
                                     did_you_mean(call.name, network_names(scope)), code="E201")
             template, tscope = target
-            explicit = self._explicit(call, [p.name for p in template.params], call.args, env,
-                                      f"network '{template.name}'", call.span)
+            explicit, origins = self._explicit(call, [p.name for p in template.params],
+                                               call.args, env, f"network '{template.name}'",
+                                               call.span)
             span = defn.span
         else:
             template, tscope, span = defn, scope, defn.span
@@ -485,9 +516,28 @@ class Elaborator:
                                     did_you_mean(key, [p.name for p in template.params]),
                                     code="E203")
             explicit[key] = _from_python(value, env, f"parameter '{key}'", span)
-        values = self._complete(template.params, explicit, tscope, f"network '{template.name}'",
-                                span)
-        return self._network_body(name, template, Env(tscope, self, values), span)
+        env, note = Env(tscope, self, origins=origins), _network_note(name, defn, template)
+        instance = isinstance(defn, n.NetworkInst)
+        try:
+            self._complete(template.params, explicit, env, f"network '{template.name}'", span)
+            net = self._network_body(name, template, env, span)
+        except ResdslError as e:
+            if instance or e is self.traced:  # in a template, or in a block it uses
+                self._used(e, template, env, note)
+            raise
+        net.note, net.instance = note, instance
+        return net
+
+    def _used(self, e: ResdslError, defn: n.BlockDef | n.NetworkDef, env: Env,
+              note: tuple[Span, str]) -> None:
+        """Note where `defn`, in which `e` was raised, was used (the notes go innermost
+        first); the first also points `e` at the user's argument its value came from."""
+        if e.code == "E502":  # blocks nested too deep: a note per level would bury it
+            return
+        if e is not self.traced:
+            self.traced = e
+            _point_at_argument(e, defn, env)
+        e.notes += (note,)
 
     def _network_body(self, name: str, t: n.NetworkDef, env: Env, span: Span) -> NetNode:
         namer = Namer()
@@ -532,7 +582,7 @@ class Elaborator:
             env, total = Env(self.body_env.scope, self, dict(self.body_env.vars)), 0
             for st in self._flat(self.body, env):
                 if isinstance(st, n.Let):
-                    env.vars[st.name] = evaluate(st.value, env)
+                    env.let(st.name, st.value)
                 elif isinstance(st, n.Stage):
                     total += 1 if st.count is None else _integer(
                         evaluate(st.count, env), st.count.span, "a stage's block count")
@@ -561,6 +611,8 @@ class Elaborator:
         names = [p.name for p in ref.defn.params]
         bound = self.bindings.bind(st.call, names, st.call.args, f"block '{ref.name}'",
                                    st.call.span)
+        origins = self._origins(bound, env)
+        later = {k: v for k, v in origins.items() if k != "stride"}  # blocks after the first
         per_block = any(x.id in STAGE_NAMES and x.id not in env.vars
                         for a in bound.values() for x in names_in(a.value))
         explicit = {k: evaluate(a.value, env) for k, a in bound.items()} if not per_block else {}
@@ -574,7 +626,8 @@ class Elaborator:
             args = dict(explicit, stride=1) if i > 0 and "stride" in names else explicit
             self.stage_blocks += 1
             before = (self.count, self.blocks)
-            blocks.append(self._instantiate(ref, args, str(i), f"{st.name}.{i}", st.call.span))
+            blocks.append(self._instantiate(ref, args, origins if i == 0 else later, str(i),
+                                            f"{st.name}.{i}", st.call.span, st.name))
             size = (self.count - before[0], self.blocks - before[1])
         return StageNode(st.name, st.name, blocks, st.span)
 
@@ -611,46 +664,58 @@ class Elaborator:
 
     # -- calls
     def _explicit(self, site: object, names: list[str], args: Iterable[n.Arg], env: Env,
-                  what: str, span: Span) -> dict[str, Value]:
-        """The values of a call's arguments (bound once per call site and callee)."""
+                  what: str, span: Span
+                  ) -> tuple[dict[str, Value], dict[str, tuple[Span, ...]]]:
+        """The values of a call's arguments (bound once per call site and callee), and their
+        origins in the user's file."""
         bound = self.bindings.bind(site, names, args, what, span)
-        return {k: evaluate(a.value, env) for k, a in bound.items()}
+        return {k: evaluate(a.value, env) for k, a in bound.items()}, self._origins(bound, env)
 
-    def _complete(self, params: Iterable[n.Param], explicit: dict[str, Value], scope: Scope,
-                  what: str, span: Span, given: dict[str, Value] | None = None
-                  ) -> dict[str, Value]:
-        """Fill defaults (evaluated in the callee's scope, seeing `given` and the earlier
-        parameters)."""
-        values: dict[str, Value] = {}
+    def _origins(self, bound: dict[str, n.Arg], env: Env) -> dict[str, tuple[Span, ...]]:
+        """Where each argument's value came from in the user's file: the argument itself
+        where it is written there, else the origins of the names in it."""
+        out = {}
+        for k, a in bound.items():
+            spans = (a.span,) if a.span.file == self.root_file else env.trace(a.value)
+            if spans:
+                out[k] = spans
+        return out
+
+    def _complete(self, params: Iterable[n.Param], explicit: dict[str, Value], env: Env,
+                  what: str, span: Span) -> dict[str, Value]:
+        """Bind the parameters in the callee's `env`: the given values, else the defaults
+        (each seeing the parameters before it)."""
         for p in params:
             if p.name in explicit:
-                values[p.name] = explicit[p.name]
+                env.vars[p.name] = explicit[p.name]
             elif p.default is not None:
-                values[p.name] = evaluate(p.default, Env(scope, self, {**(given or {}),
-                                                                       **values}))
+                env.let(p.name, p.default)
             else:
                 raise SpecNameError(f"{what} needs an argument for '{p.name}'", span,
                                     code="E204")
-        return values
+        return {p.name: env.vars[p.name] for p in params}
 
-    def _instantiate(self, ref: BlockRef, explicit: dict[str, Value], name: str, path: str,
-                     span: Span) -> BlockNode:
+    def _instantiate(self, ref: BlockRef, explicit: dict[str, Value],
+                     origins: dict[str, tuple[Span, ...]], name: str, path: str, span: Span,
+                     stage: str | None = None) -> BlockNode:
         if self.depth >= MAX_BLOCK_DEPTH:
             raise LimitError(f"blocks nested more than {MAX_BLOCK_DEPTH} deep", span,
                              "does a block use itself through a block argument?", code="E502")
         self._grow(0, span, blocks=1)
         self.depth += 1
         given = {} if self.channels is None else {"in_channels": self.channels}
+        env = Env(ref.scope, self, given, origins)
         try:
-            values = self._complete(ref.defn.params, explicit, ref.scope,
-                                    f"block '{ref.name}'", span, given)
-            body = self._block_body(ref.defn, Env(ref.scope, self, {**given, **values}), path,
-                                    span)
+            values = self._complete(ref.defn.params, explicit, env, f"block '{ref.name}'", span)
+            body = self._block_body(ref.defn, env, path, span)
+        except ResdslError as e:
+            self._used(e, ref.defn, env, (span, use_note(ref.name, ref.defn.name_span, stage)))
+            raise
         finally:
             self.depth -= 1
         return BlockNode(name, path, ref.name, span, values, body.pre, body.residual,
                          body.shortcut, body.merge, body.post, body.merge_span,
-                         ref.defn.name_span)
+                         ref.defn.name_span, stage)
 
     # -- bodies
     def _block_body(self, defn: n.BlockDef, env: Env, path: str, span: Span) -> Body:
@@ -662,7 +727,7 @@ class Elaborator:
         for stmt in self._flat(defn.body, env):
             stmts.append(stmt)
             if isinstance(stmt, n.Let):
-                env.vars[stmt.name] = evaluate(stmt.value, env)
+                env.let(stmt.name, stmt.value)
             elif isinstance(stmt, n.Residual):
                 branch_input = self.channels
                 body.residual = self._sequence(stmt.body, env, namer, path)
@@ -678,7 +743,6 @@ class Elaborator:
         if len(stmts) != len(defn.body) or any(isinstance(s, n.If) for s in defn.body):
             errors = structure_errors(stmts)
             if errors:
-                errors[0].notes += ((span, f"block '{defn.name}' used here"),)
                 raise errors[0]
         if body.shortcut is not None and body.shortcut.kind != "none" and body.merge is None:
             body.merge, body.merge_span = DEFAULT_MERGE, body.shortcut.span
@@ -701,7 +765,7 @@ class Elaborator:
         out: list[Node] = []
         for stmt in self._flat(stmts, env):
             if isinstance(stmt, n.Let):
-                env.vars[stmt.name] = evaluate(stmt.value, env)
+                env.let(stmt.name, stmt.value)
             elif isinstance(stmt, n.Layer):
                 out.append(self._layer(stmt, env, namer, path))
             else:  # the checker rejects these before elaboration
@@ -721,10 +785,10 @@ class Elaborator:
             self.channels = kind.out_channels(attrs, self.channels)
             return LayerNode(name, _join(path, name), st.kind, attrs, st.span)
         ref = self._block_ref_stmt(st, env)
-        explicit = self._explicit(st, [p.name for p in ref.defn.params], st.args, env,
-                                  f"block '{ref.name}'", st.span)
+        explicit, origins = self._explicit(st, [p.name for p in ref.defn.params], st.args,
+                                           env, f"block '{ref.name}'", st.span)
         name = namer.name(ref.name, st.label, st.span)
-        return self._instantiate(ref, explicit, name, _join(path, name), st.span)
+        return self._instantiate(ref, explicit, origins, name, _join(path, name), st.span)
 
     def _block_ref_stmt(self, st: n.Layer, env: Env) -> BlockRef:
         try:
@@ -769,6 +833,80 @@ def _usage(layer: str) -> str:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
+
+
+# ---- errors' notes of where a definition was used ------------------------------------------
+
+def use_note(block: str, def_span: Span | None, stage: str | None) -> str:
+    """The note on an error inside a block, at the block's use: which block, used by what."""
+    where = f" ({_line(def_span)})" if def_span else ""
+    by = f"by stage '{stage}' " if stage else ""
+    return f"in block '{block}'{where}, used {by}here"
+
+
+def _network_note(name: str, defn: n.NetworkDef | n.NetworkInst, template: n.NetworkDef
+                  ) -> tuple[Span, str]:
+    """The note naming the network on an error in it: where its template is used, else its
+    own name."""
+    if isinstance(defn, n.NetworkInst):
+        return defn.call.span, (f"in network template '{template.name}' "
+                                f"({_line(template.name_span)}), used by network '{name}' here")
+    return defn.name_span, f"in network '{name}'"
+
+
+def _line(span: Span) -> str:
+    return f"{os.path.basename(span.file)}:{span.line}"
+
+
+def _point_at_argument(e: ResdslError, defn: n.BlockDef | n.NetworkDef, env: Env) -> None:
+    """Where the value that failed on a library's line came from arguments in the user's
+    file, point `e` at the first of them, the library's line becoming a note (as rustc does
+    for a macro's expansion)."""
+    if e.span is None or e.span.file == env.elab.root_file:
+        return
+    for x in _enclosing(defn, e.span):
+        origins = env.trace(x)
+        if origins:
+            first, *rest = sorted(origins, key=lambda sp: (sp.line, sp.col))
+            used = "the arguments are used here" if rest else "the argument is used here"
+            e.notes = (*((sp, "this argument is used too") for sp in rest), (x.span, used),
+                       *e.notes)
+            e.span = first
+            return
+
+
+def _enclosing(defn: n.BlockDef | n.NetworkDef, span: Span) -> list[n.Expr]:
+    """The expressions written in `defn` whose text holds `span`, innermost first."""
+    found = [x for e in _expressions(defn) for x in subexpressions(e) if _within(span, x.span)]
+    return sorted(found, key=lambda x: (-x.span.line, -x.span.col, x.span.end_line,
+                                        x.span.end_col))
+
+
+def _within(inner: Span, outer: Span) -> bool:
+    return inner.file == outer.file and (outer.line, outer.col) <= (inner.line, inner.col) \
+        and (inner.end_line, inner.end_col) <= (outer.end_line, outer.end_col)
+
+
+def _expressions(defn: n.BlockDef | n.NetworkDef) -> Iterator[n.Expr]:
+    """Every top-level expression of a definition: its defaults and its body's (walked
+    without recursion)."""
+    yield from (p.default for p in defn.params if p.default is not None)
+    stack: list = list(defn.body)
+    while stack:
+        st = stack.pop()
+        if isinstance(st, n.Let):
+            yield st.value
+        elif isinstance(st, n.Input):
+            yield st.shape
+        elif isinstance(st, n.If):
+            yield st.cond
+            stack += [*st.then, *st.orelse]
+        elif isinstance(st, n.Stage):
+            yield from ([st.count] if st.count is not None else [])
+            yield from (a.value for a in st.call.args)
+        else:  # a layer, residual, shortcut, merge or group
+            yield from (a.value for a in getattr(st, "args", ()))
+            stack += list(getattr(st, "body", None) or ())
 
 
 def coerce(v: Value, typ: str, what: str, span: Span) -> Any:

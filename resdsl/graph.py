@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Optional
 
 from .elaborate import (BlockNode, BlockRef, GroupNode, LayerNode, NetNode, Node, ShortcutNode,
-                        StageNode, fits)
+                        StageNode, fits, use_note)
 from .errors import LimitError, ResdslError, ShapeError, Span, SpecNameError, SpecValueError
 from .ir import path_stride, shape_str
 from .limits import MAX_MACS, MAX_PARAMS
@@ -93,12 +93,18 @@ class Builder:
         shape = tuple(input_shape or net.input)
         self.g = Draft(name=net.name, input=shape, scopes={})
         self.net = net
+        self.noted: ResdslError | None = None  # the error last given a note of a block's use
         self.g.add_node("input", op="input", attrs={}, shape=shape, stage=None, block=None,
                         role=None, span=net.input_span, params=0, buffers=0, macs=0,
                         elementwise=0)
 
     def build(self) -> Draft:
-        out = self.seq(self.net.items, "input", Ctx())
+        try:
+            out = self.seq(self.net.items, "input", Ctx())
+        except ResdslError as e:
+            if self.net.note and (self.net.instance or e is self.noted):
+                e.notes += (self.net.note,)   # in a template, or in a block it uses
+            raise
         self.add("output", "output", {}, [out], self.net.span, Ctx())
         return self.g
 
@@ -165,7 +171,17 @@ class Builder:
 
     def block(self, b: BlockNode, cur: str, outer: Ctx, parent: str | None) -> str:
         """A block instance (in `parent`: a block, a stage or the network): its scope, then
-        its nodes, each with its role in the unit (pre, residual, shortcut, merge, post)."""
+        its nodes; an error in them gets a note of where the block was used."""
+        try:
+            return self._unit(b, cur, outer, parent)
+        except ResdslError as e:
+            e.notes += ((b.span, use_note(b.block, b.def_span, b.stage)),)
+            self.noted = e
+            raise
+
+    def _unit(self, b: BlockNode, cur: str, outer: Ctx, parent: str | None) -> str:
+        """`block`'s nodes, each with its role in the unit (pre, residual, shortcut, merge,
+        post)."""
         sc = b.shortcut
         self.g.graph["scopes"][b.path] = {
             "kind": "block", "name": b.name, "label": b.block, "parent": parent, "span": b.span,
@@ -185,8 +201,7 @@ class Builder:
             raise self._locate(SpecValueError(
                 f"the residual branch of block '{b.block}' ({b.path}) has no layers", sc.span,
                 "a residual unit adds its branch to the shortcut: put a layer in `residual "
-                "{ }`, or use `shortcut none` or a plain block", code="E308",
-                notes=[(b.span, "used here")]), b.path, sc.span)
+                "{ }`, or use `shortcut none` or a plain block", code="E308"), b.path, sc.span)
         s, kind = self.shortcut(sc, x, r, outer.within(b.path, "shortcut"), b.merge)
         try:
             out = self.add(f"{b.path}.{b.merge}", b.merge, {}, [r, s], b.merge_span or sc.span,

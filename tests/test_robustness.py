@@ -70,7 +70,7 @@ def front_end(text: str, file: str = ROOT, max_layers: int = 20_000) -> None:
             assert e.code != "E000"
             assert e.message
             if e.code in ("E101", "E103"):
-                expected = e.message.split("; expected ", 1)[1]  # the user's own text is before
+                expected = e.message.partition("; expected ")[2]  # the user's text is before
                 assert not RAW_TERMINAL.search(expected), e.message
             if e.span is not None:
                 _inside(e.span, texts)
