@@ -267,9 +267,10 @@ EXAMPLES: list[tuple] = [
 FIXED = [
     ("E602", "optional package missing",
      "A feature needs a Python package that is not installed: `graphviz` for `draw`, `onnx` "
-     "for `compile --emit onnx`. The message names it and the hint the pip command, e.g.:",
+     "and `onnxscript` for `compile --emit onnx`, `hypothesis` for `verify`'s PyTorch part and "
+     "`resdsl.testing`. The message names it and the hint the pip command, e.g.:",
      "error[E602]: ONNX export needs the `onnx` package: No module named 'onnx'\n"
-     "  hint: pip install onnx onnxruntime"),
+     "  hint: pip install onnx onnxscript onnxruntime"),
     ("E603", "Graphviz failed",
      "Graphviz's `dot` ran but failed; its first line of error output is in the message.",
      "error[E603]: Graphviz's `dot` failed: <dot's message>"),

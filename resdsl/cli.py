@@ -272,9 +272,12 @@ def summary(file: str, network: str | None, input_text: str | None, depth: int, 
 @click.option("--kernels", type=click.Choice(KERNELS), default=None,
               help="Fused BN kernels: Triton on CUDA tensors (auto), always, or PyTorch ops "
                    "[default: $RESDSL_KERNELS at run time, else auto].")
+@click.option("--sync-bn", is_flag=True,
+              help="Python: every BN's training statistics over all processes of the default "
+                   "group (torch.distributed, any backend; docs/pytorch.md).")
 def compile_(file: str, network: str | None, input_text: str | None, emit: str, output: str,
              standalone: bool, features: str | None, inference: bool, no_fuse: bool,
-             kernels: str | None, **limits) -> None:
+             kernels: str | None, sync_bn: bool, **limits) -> None:
     """Compile a network of a spec file: Python source of its nn.Module (default), the graph
     IR as text or JSON (fused unless --no-fuse), a summary table, or ONNX. A one-line summary
     goes to stderr."""
@@ -294,7 +297,7 @@ def compile_(file: str, network: str | None, input_text: str | None, emit: str, 
         g = c.lowered
         if emit in ("python", "onnx"):
             from .backends.pytorch import emit as emit_python
-            text = emit_python(g, c.file, feats, standalone, kernels)[0]
+            text = emit_python(g, c.file, feats, standalone, kernels, sync_bn)[0]
             if emit == "onnx":
                 if output == "-":
                     raise click.UsageError("--emit onnx needs a file: -o model.onnx")
@@ -340,8 +343,10 @@ def _onnx(source: str, g, path: str) -> None:
 @click.option("--expand", is_flag=True,
               help="Layer level: draw every block (runs of identical blocks otherwise "
                    "collapse to one marked × n).")
+@click.option("--dpi", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Pixels per inch of a .png [default: 192, twice Graphviz's].")
 def draw(file: str, network: str | None, input_text: str | None, output: str | None,
-         level: str, rankdir: str, expand: bool, **limits) -> None:
+         level: str, rankdir: str, expand: bool, dpi: int | None, **limits) -> None:
     """Draw a network with Graphviz: stages, residual units or every layer.
 
     At the layer level a spec with a shape error is drawn up to the error, the offending
@@ -350,7 +355,7 @@ def draw(file: str, network: str | None, input_text: str | None, output: str | N
 
     def picture(g, name: str, error=None) -> str:
         path = output or f"{name}.svg"
-        d.write(d.to_dot(g, level, rankdir, expand, error), path)
+        d.write(d.to_dot(g, level, rankdir, expand, error), path, dpi or d.PNG_DPI)
         return path
 
     def run() -> int:
@@ -359,6 +364,9 @@ def draw(file: str, network: str | None, input_text: str | None, output: str | N
                 d.format_of(output)
             except ResdslError as e:
                 raise click.BadParameter(e.message + f" ({e.hint})", param_hint="-o") from None
+        if dpi and (not output or d.format_of(output) != "png"):
+            raise click.BadParameter("a resolution is for a .png picture only (-o NAME.png); "
+                                     "the other formats are vector", param_hint="--dpi")
         d.graphviz_module()
         try:
             result = _checked(file, network, input_text, Limits.given(**limits))
@@ -379,6 +387,60 @@ def draw(file: str, network: str | None, input_text: str | None, output: str | N
         path = picture(g, name)
         click.echo(f"{path}: {name}, {level} level", err=True)
         return 0
+    sys.exit(guarded(run))
+
+
+def _sizes(ctx, param, text: str) -> tuple[int, int]:
+    """`1..256` -> (1, 256) (`64` -> (64, 64)), for --sizes."""
+    from .verification import MAX_SIZE
+
+    lo, dots, hi = text.replace(" ", "").partition("..")
+    hi = hi if dots else lo
+    if lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= MAX_SIZE:
+        return int(lo), int(hi)
+    raise click.BadParameter(f"'{text}' is not LO..HI with 1 <= LO <= HI <= {MAX_SIZE:,}, "
+                             "e.g. 1..256", param_hint="--sizes")
+
+
+@main.command("verify")
+@click.argument("file", type=click.Path(dir_okay=True))
+@click.option("-n", "--network", "networks", multiple=True, metavar="NAME",
+              help="Verify only this network (repeatable); default: every buildable one.")
+# the defaults are resdsl.verify's (verification.DEFAULT_SIZES, DEFAULT_EXAMPLES; a test
+# keeps them equal: importing the module here would slow every command's start)
+@click.option("--sizes", default="1..256", show_default=True, metavar="LO..HI",
+              callback=_sizes, help="The H and W to check (every one, statically).")
+@click.option("--examples", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Inputs hypothesis draws to run in PyTorch per network (0: static only, "
+                   "no torch needed).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="hypothesis' seed.")
+@_MAX_LAYERS
+@limit_options
+def verify_(file: str, networks: tuple[str, ...], sizes: tuple[int, int], examples: int,
+            seed: int, **limits) -> None:
+    """Which input sizes H x W a network accepts (every size of --sizes, checked
+    statically), the smallest refused with the reason, the output size; then PyTorch's
+    shapes and counts, layer by layer, at sizes hypothesis draws. Exit 1 if a size is
+    refused or PyTorch disagrees."""
+    from .verification import Verified, analyse, check_pytorch
+
+    def one(program, name: str, lim: Limits) -> int:
+        color = _color(sys.stdout)
+        result = Verified(analyse(program, name, sizes, lim), None)
+        click.echo("\n".join(result.sizes.lines(color)))  # before PyTorch's part, which
+        if examples:                                      # takes longer
+            result.pytorch = check_pytorch(program, name, result.sizes, examples, seed,
+                                           limits=lim)
+            click.echo("\n".join(result.pytorch.lines()))
+        click.echo(result.verdict())
+        return 0 if result.ok else 1
+
+    def run() -> int:
+        lim = Limits.given(**limits)
+        program, found = _select(file, networks[0] if len(networks) == 1 else None, lim, True)
+        return max(guarded(lambda name=name: one(program, name, lim))
+                   for name in networks or found)
     sys.exit(guarded(run))
 
 

@@ -5,8 +5,11 @@ For every generated spec (every block kind and unit ordering, every shortcut kin
 widths, strides, dilation, input sizes; plain, pre-activation, original and mixed nets):
 
 (a) the IR's inferred shape of every node is the real tensor shape in the built module
-    (forward hooks on every leaf module named like an IR node);
-(b) the IR's parameter (and buffer) count is the module's `sum(p.numel())`;
+    (`resdsl.testing.assert_shapes`, as users check their own specs: forward hooks on the
+    module of every lowered op, its inputs and its output), also at other input sizes, which
+    `resdsl.testing.input_sizes` draws from those the network accepts;
+(b) the IR's parameter (and buffer) count is the module's `sum(p.numel())` (assert_shapes
+    too), and the independent model's;
 (c) the emitted Python file, written to disk and imported, and `resdsl.build` give modules
     with identical state_dict keys and, with the same weights, identical outputs;
 (d) `fmt` is stable (formatting its output changes nothing) and re-parses to the same AST,
@@ -30,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
 from resdsl import ir
@@ -44,14 +47,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import strategies as S  # noqa: E402  (tests/ is not a package)
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 
 import resdsl  # noqa: E402
-
-# layers the PyTorch backend always makes a module of, under the IR node's own name (a bn
-# may absorb its relu and the residual add: its module then outputs the sum, of the same
-# shape; the passes may fold more, so only these are required to stay modules)
-MODULE_OPS = {"conv", "fc", "maxpool", "avgpool"}
+from resdsl.testing import assert_shapes, input_sizes  # noqa: E402
 
 
 def _settings(n: int) -> settings:
@@ -65,26 +63,6 @@ def _settings(n: int) -> settings:
 def _ir(spec: S.NetSpec, input_shape=None):
     note(spec.text)
     return check_text(spec.text, input_shape=input_shape).graphs[spec.network]
-
-
-def _leaves(model: nn.Module) -> dict[str, nn.Module]:
-    return {k: m for k, m in model.named_modules()
-            if k and not list(m.children()) and not isinstance(m, nn.Identity)}
-
-
-def _hooked_shapes(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, tuple], torch.Tensor]:
-    """Every leaf module's output shape (without the batch) in one forward pass."""
-    seen: dict[str, tuple] = {}
-    handles = [m.register_forward_hook(
-        lambda mod, args, out, name=name: seen.__setitem__(name, tuple(out.shape[1:])))
-        for name, m in _leaves(model).items()]
-    try:
-        with torch.no_grad():
-            y = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen, y
 
 
 def _import_file(source: str, folder: str, stem: str):
@@ -103,22 +81,12 @@ def _check_module(spec: S.NetSpec, input_shape, standalone: bool) -> None:
     model = resdsl.build(spec.text, spec.network, input_shape=input_shape).eval()
     x = torch.randn(2, *g.graph["input"])
 
-    # (a) every leaf module named like an IR node outputs the node's inferred shape, and every
-    # layer that always becomes a module did become one
-    seen, y = _hooked_shapes(model, x)
-    shapes = {v: d["shape"] for v, d in g.nodes(data=True)}
-    assert {v for v in seen if v in shapes} >= {
-        v for v, d in g.nodes(data=True) if d["op"] in MODULE_OPS}
-    for name, shape in seen.items():
-        if name in shapes:
-            assert shape == shapes[name], name
-    assert tuple(y.shape[1:]) == shapes["output"]
-
-    # (b) parameters and buffers
+    # (a) every lowered op's module has the inferred input and output shapes, (b) the
+    # module's parameters and buffers are the summary's, and the independent model's
+    y = assert_shapes(model, x)
     t = totals(g)
-    assert sum(p.numel() for p in model.parameters()) == t["params"]
-    assert sum(b.numel() for b in model.buffers()) == t["buffers"]
-    assert t["params"] == spec.expect(input_shape).params  # and the independent model agrees
+    assert totals(model.resdsl_graph)["params"] == t["params"]
+    assert t["params"] == spec.expect(input_shape).params
 
     # (c) the file `resdsl compile -o` writes, imported, against resdsl.build
     source, cls, _ = resdsl.emit_python(spec.text, spec.network, input_shape=input_shape,
@@ -139,11 +107,28 @@ def test_module_file_and_ir_agree(spec, standalone):
 
 
 @_settings(8)
-@given(S.nets(max_stages=2, max_blocks=2, head=False), S.input_shapes(min_size=8, max_size=48))
-def test_module_file_and_ir_agree_at_other_input_sizes(spec, shape):
-    shape = (spec.input[0],) + shape[1:]   # the channels are the network's
-    if spec.error(shape) is None:
-        _check_module(spec, shape, False)
+@given(S.nets(max_stages=2, max_blocks=2, head=False), st.data())
+def test_module_file_and_ir_agree_at_other_input_sizes(spec, data):
+    # a size the network accepts (resdsl.testing: the static analysis), which the independent
+    # model must accept too
+    shape = data.draw(input_sizes(spec.text, spec.network, sizes=(8, 48)), label="input")[1:]
+    assert spec.error(shape) is None
+    _check_module(spec, shape, False)
+
+
+@_settings(10)
+@given(S.nets(max_stages=2, max_blocks=2), st.data())
+def test_one_module_at_every_accepted_size(spec, data):
+    # the module built for the spec's own input runs at any size the network accepts (where
+    # its parameters stay the same: not where a flatten feeds an fc), and every layer's
+    # real shape is the one inferred for that size
+    model = resdsl.build(spec.text, spec.network).eval()
+    shape = data.draw(input_sizes(spec.text, spec.network, sizes=(1, 40), batch=(1, 3)),
+                      label="input")
+    assert spec.error(shape[1:]) is None
+    assume(spec.expect(shape[1:]).params == spec.expected_params)
+    y = assert_shapes(model, torch.randn(*shape))
+    assert tuple(y.shape[1:]) == spec.expect(shape[1:]).output_shape
 
 
 @pytest.mark.parametrize("family", S.FAMILIES)
