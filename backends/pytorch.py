@@ -39,8 +39,10 @@ from torch import nn
 # inlines with --standalone, is every name _runtime_names reads from the runtime's source).
 _TAKEN = {"torch", "nn", "OrderedDict", "Optional"}
 # Names of the network class itself (the inference network's, see Emitter.from_trained),
-# which a top-level layer or stage may not take: `resdsl.optimize` reads FOLDED.
-_NETWORK_CLASS = frozenset({"FOLDED", "from_trained"})
+# which a top-level layer or stage may not take: `resdsl.optimize` reads FOLDED; and the
+# attributes resdsl.build sets on the network it returns (api._module).
+_NETWORK_CLASS = frozenset({"FOLDED", "from_trained", "resdsl_graph", "resdsl_options",
+                            "feature_info"})
 
 
 @functools.cache
@@ -179,6 +181,15 @@ NN_MODULE_ATTRS = frozenset({
 })
 
 
+# What an nn.Sequential has besides: no key of one (a key path's inner names, a custom
+# shortcut's layers) may take these either (tests/test_names.py checks it too).
+NN_SEQUENTIAL_ATTRS = NN_MODULE_ATTRS | frozenset({
+    '__add__', '__delitem__', '__getitem__', '__iadd__', '__imul__', '__iter__', '__len__',
+    '__mul__', '__rmul__', '__setitem__', '_get_item_by_idx', 'append', 'extend', 'insert',
+    'pop',
+})
+
+
 @functools.lru_cache(maxsize=None)
 def _module_attrs() -> frozenset[str]:
     """nn.Module's own attribute names, which a submodule must not shadow: the installed
@@ -278,8 +289,8 @@ class Containers:
         keys = self.children[path]
         parts = [self._build(f"{path}.{k}", exprs) for k in keys]
         if keys == [str(i) for i in range(len(keys))]:
-            return "nn.Sequential(" + ", ".join(parts) + ")"
-        return ("nn.Sequential(OrderedDict([" + ", ".join(f"({k!r}, {e})" for k, e in
+            return "FusedSequential(" + ", ".join(parts) + ")"
+        return ("FusedSequential(OrderedDict([" + ", ".join(f"({k!r}, {e})" for k, e in
                                                          zip(keys, parts)) + "]))")
 
     def runs(self, steps: list["Step"]) -> list["Step"]:
@@ -413,6 +424,7 @@ class BlockClass:
     signature: tuple
     params: dict[str, str] = field(default_factory=dict)   # slot -> constructor parameter
     constants: dict[str, Any] = field(default_factory=dict)
+    shortcut: str = "downsample"   # the constructor parameter that takes the shortcut
 
 
 def check_names(s: Structure) -> None:
@@ -420,20 +432,31 @@ def check_names(s: Structure) -> None:
     (a block class's `zero_init` and shortcut, the network class's FOLDED and from_trained):
     such names are refused rather than renamed, so every state_dict key is the spec's name.
     The pipeline checks the spec's own graph too, so that a label a pass fused away is an
-    error all the same."""
-    reserved = NN_MODULE_ATTRS | {"zero_init", "downsample"}
+    error all the same. Every generated class also has runtime.load_generated's
+    `_resdsl_source`, and init_weights reads `zero_init` of every module, containers too."""
+    reserved = NN_MODULE_ATTRS | {"zero_init", "downsample", "_resdsl_source"}
+    inner = NN_SEQUENTIAL_ATTRS | {"zero_init"}
     items = [(i, reserved | _NETWORK_CLASS) for i in s.items(None)]
     for b in s.blocks():
         items += [(i, reserved) for role in ("pre", "residual", "post") for i in s.items(b, role)]
+        sc = s.scopes[b].get("shortcut")   # an attribute of the block: `downsample`, a label
+        if sc and sc["kind"] != "none" and sc["name"] in reserved - {"downsample"}:
+            raise SpecNameError(f"'{sc['name']}' cannot name a shortcut in PyTorch: nn.Module "
+                                "(or the generated block class) already uses it", sc["span"],
+                                f"label it differently, e.g. '{sc['name']}_'", code="E210")
+        items += [(i, frozenset()) for i in s.items(b, "shortcut")]   # (its label: above)
     for (kind, path), names in items:
-        name = s.name(kind, path).split(".")[0]   # a key path's container is the attribute
-        if name in names:
-            span = s.scopes[path]["span"] if kind == "scope" else s.g.nodes[path]["span"]
-            owner = ("the generated network class" if name in _NETWORK_CLASS else
-                     "nn.Module (or the generated block class)")
-            raise SpecNameError(
-                f"'{name}' cannot name a layer in PyTorch: {owner} already uses it", span,
-                f"label it differently, e.g. '{name}_'", code="E210")
+        # a key path's first name is the attribute, the others (and a custom shortcut's
+        # layers) are keys of an nn.Sequential, which has methods of its own (`append`)
+        for i, name in enumerate(s.name(kind, path).split(".")):
+            if name in (names if i == 0 else inner):
+                span = s.scopes[path]["span"] if kind == "scope" else s.g.nodes[path]["span"]
+                owner = ("the generated network class" if i == 0 and name in _NETWORK_CLASS
+                         else "nn.Module (or the generated block class)" if i == 0 else
+                         "nn.Sequential (the container of a key path or a shortcut's layers)")
+                raise SpecNameError(
+                    f"'{name}' cannot name a layer in PyTorch: {owner} already uses it", span,
+                    f"label it differently, e.g. '{name}_'", code="E210")
 
 
 class Emitter:
@@ -446,6 +469,7 @@ class Emitter:
         self.needs: set[str] = set()
         self.kernel_modules: set[str] = set()  # runtime classes that take the kernel choice
         self.kernels: str | None = None
+        self.sync_bn = False
         self.keep: frozenset[str] = frozenset()   # nodes returned as features
         self._steps: dict[str, tuple[list[Step], list[Step], list[Step]]] = {}
         # the inference network (resdsl/fold.py): conv -> (the BN folded into it, its eps)
@@ -568,7 +592,13 @@ class Emitter:
 
     def assign_params(self, cls: BlockClass) -> None:
         """Slots equal across all instances become literals; the rest constructor parameters,
-        one per distinct column, named after a block parameter or the block input when equal."""
+        one per distinct column, named after a block parameter or the block input when equal;
+        the shortcut's parameter first: its label where that is a plain attribute free here
+        (`downsample`), else an identifier the namespace makes of it (`self`, `nn`, `0`)."""
+        label = cls.signature[6] or "downsample"
+        local = self.names.scope({"self", "super"})
+        cls.shortcut = label if safe_attr(label) and local.free(label) else \
+            local.create(label, "_")
         columns: dict[str, list] = {}
         for b in cls.instances:
             for slot, value in self.slots(b).items():
@@ -594,8 +624,7 @@ class Emitter:
             candidates.append("in_channels")
         candidates += [p for p in spec_params if col == [self.args(b)[p] for b in cls.instances]]
         candidates.append(slot)
-        shortcut = cls.signature[6] or "downsample"
-        names = self.names.scope(taken | {"self", "super", shortcut})
+        names = self.names.scope(taken | {"self", "super", cls.shortcut})
         for c in candidates:
             if safe_attr(c) and names.free(c):
                 return c
@@ -646,9 +675,9 @@ class Emitter:
         sc_kinds = {self.shortcut_expr(b) is not None for b in cls.instances} if with_sc else set()
         sig = ", ".join(f"{p}: int" for p in params)
         if True in sc_kinds:
-            sig += (", " if sig else "") + f"{sc}: nn.Module | None = None"
+            sig += (", " if sig else "") + f"{cls.shortcut}: nn.Module | None = None"
         span = rec["def_span"] or rec["span"]
-        lines = [f"class {cls.name}(nn.Module):",
+        lines = [f"class {cls.name}(FusedModule):",
                  f'    """block {cls.defn} ({_comment(span.file.split("/")[-1])}:{span.line})"""',
                  ""]
         zero = self.zero_init(b0)
@@ -664,7 +693,7 @@ class Emitter:
             [(s.name, c.render(names, cls.constants))
              for s, c in zip(steps, self.step_ctors(steps))])]
         if True in sc_kinds:
-            lines.append(f"        self.{sc} = {sc}")
+            lines.append(f"        {_set(sc, cls.shortcut)}")
         lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
         lines += ["        " + line for line in self.forward_body(
             pre, res if rec["residual"] else None, post, sc, sc_kinds, rec["merge"])]
@@ -687,12 +716,14 @@ class Emitter:
         out = [self.call(s, "x") for s in pre]
         if res is None or (not res and not sc):
             return out + [self.call(s, "x") for s in post] + ["return x"]
+        # (a label that cannot be `self.name` is read with getattr, which also gives None)
+        get = f"self.{sc}" if sc is None or safe_attr(sc) else f"getattr(self, {sc!r})"
         if sc_kinds == {True}:
-            identity = [f"identity = self.{sc}(x)"]
+            identity = [f"identity = {get}(x)"]
         elif sc_kinds == {False}:
             identity = ["identity = x"]
         else:
-            identity = [f"identity = x if self.{sc} is None else self.{sc}(x)"]
+            identity = [f"identity = x if {get} is None else {get}(x)"]
         identity = identity if sc else []
         for i, s in enumerate(res):  # a fused BN that adds the shortcut takes it as it runs
             out += (identity if s.residual else []) + [self.call(s, "out", "x" if i == 0
@@ -731,7 +762,7 @@ class Emitter:
             name = self.shortcut_name(b)
             sc = self.shortcut_ctor(b, f"{key}_{name}")
             if sc is not None:
-                args.append(f"{name}={sc.template}")
+                args.append(f"{cls.shortcut}={sc.template}")
                 slots.update(sc.slots)
         return Ctor(f"{cls.name}({', '.join(args)})", slots)
 
@@ -767,7 +798,7 @@ class Emitter:
                 fwd.append("features.append(x)")
                 if step.name == features[-1]:
                     break
-        lines = [f"class {name}(nn.Module):",
+        lines = [f"class {name}(FusedModule):",
                  f'    """network {self.g.graph["name"]}: input '
                  f'{"x".join(map(str, self.g.graph["input"]))}"""',
                  "", f"    def __init__(self, zero_init_residual: bool = False{self.kernels_arg()}):",
@@ -779,6 +810,10 @@ class Emitter:
             lines += ["        for m in self.modules():  # the fused ops' kernels",
                       f"            if isinstance(m, {' | '.join(fused)}):",
                       "                m.kernels = kernels"]
+        if self.sync_bn:
+            self.needs.add("convert_sync_batchnorm")
+            lines.append("        convert_sync_batchnorm(self)  # BN statistics over every "
+                         "process (--sync-bn)")
         if self.folded is not None:
             lines[3:3] = self.from_trained()
         lines += ["", "    def forward(self, x: torch.Tensor):"]
@@ -860,7 +895,9 @@ class Emitter:
             imports += "from collections import OrderedDict\n\n"
         head = HEADER.format(title=title, version=self.version, source=_comment(self.spec_file),
                              imports=imports)
-        names = ", ".join(sorted(self.needs | {"init_weights"}))
+        if any("FusedSequential(" in line for line in body):
+            self.needs.add("FusedSequential")
+        names = ", ".join(sorted(self.needs | {"init_weights", "FusedModule"}))
         runtime = "\n" + _runtime_source() if standalone else \
             f"from resdsl.runtime import {names}\n"
         return head + runtime + "\n\n" + "\n".join(body) + "\n"
@@ -897,64 +934,77 @@ def _runtime_source() -> str:
 
 
 def emit(g: nx.DiGraph, source: str = "<spec>", features: list[str] | None = None,
-         standalone: bool = False, kernels: str | None = None) -> tuple[str, str]:
+         standalone: bool = False, kernels: str | None = None,
+         sync_bn: bool = False) -> tuple[str, str]:
     """(Python source, name of the network class) of a shaped graph IR (fused or not; the
     graph alone says everything); `source` names the spec in the header, `kernels` is the
-    default of the network's `kernels` parameter."""
+    default of the network's `kernels` parameter; `sync_bn` synchronizes every BN across
+    processes (runtime.convert_sync_batchnorm)."""
     from resdsl import __version__
     if kernels not in (None, *KERNELS):
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)} or None, got {kernels!r}")
     e = Emitter(g, source, __version__)
-    e.kernels = kernels
+    e.kernels, e.sync_bn = kernels, sync_bn
     text = e.source(features, standalone)
     return text, e.network_class
 
 
 def instantiate(source: str, class_name: str, filename: str, zero_init_residual: bool = False):
-    """Execute generated source (registered with linecache, so tracebacks show its lines) and
-    construct the network.
+    """Execute generated source (runtime.load_generated: once per text, and its classes pickle
+    with it) and construct the network.
 
     Construction happens on the meta device and weights are then initialised once, as the
     class's own `init_weights` does: PyTorch's default init of every conv (overwritten at once
     by torchvision's Kaiming init) would otherwise take most of a ResNet-152's build time."""
-    import linecache
-
     import torch
     from torch import nn
 
-    from resdsl.runtime import init_weights
+    from resdsl.runtime import init_weights, load_generated
 
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict[str, Any] = {"__name__": "resdsl_generated"}
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own generated code
+    namespace = load_generated(source, filename)
     with torch.device("meta"):
         model = namespace[class_name](zero_init_residual=zero_init_residual)
     model = model.to_empty(device="cpu")
     for m in model.modules():
-        if hasattr(m, "reset_parameters") and not (isinstance(m, nn.Conv2d) and m.bias is None):
+        # (the class's method: a spec may label a layer `reset_parameters`)
+        if hasattr(type(m), "reset_parameters") and not (isinstance(m, nn.Conv2d)
+                                                         and m.bias is None):
             m.reset_parameters()
     init_weights(model, zero_init_residual)
     return model
 
 
 def export_onnx(source: str, g: nx.DiGraph, path: str) -> None:
-    """Write the network as ONNX (eval mode, batch dimension dynamic)."""
+    """Write the network as ONNX (eval mode, batch dimension dynamic) with the exporter torch
+    recommends (torch.export-based, `dynamo=True`); the fused BNs record PyTorch ops there,
+    whatever kernels they run (runtime.bn_act)."""
+    import contextlib
     import importlib.util
+    import io
 
     import torch
 
     from resdsl.errors import ResdslError
 
-    if importlib.util.find_spec("onnx") is None:   # (torch's exporter fails later, obscurely)
-        raise ResdslError("ONNX export needs the `onnx` package: No module named 'onnx'", None,
-                          "pip install onnx onnxruntime", code="E602")
-    cls = re.findall(r"^class (\w+)\(nn\.Module\):", source, re.M)[-1]
+    for package in ("onnx", "onnxscript"):  # (torch's exporter fails later, obscurely)
+        if importlib.util.find_spec(package) is None:
+            raise ResdslError(f"ONNX export needs the `{package}` package: No module named "
+                              f"'{package}'", None, "pip install onnx onnxscript onnxruntime",
+                              code="E602")
+    cls = re.findall(r"^class (\w+)\(FusedModule\):", source, re.M)[-1]
     model = instantiate(source, cls, f"<resdsl {g.graph['name']}>").eval()
-    x = torch.randn(1, *g.graph["input"])
-    try:
-        torch.onnx.export(model, (x,), path, input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                          dynamo=False)
-    except ImportError as e:
-        raise ResdslError(f"ONNX export needs the `onnx` package: {e}", None,
-                          "pip install onnx onnxruntime", code="E602") from None
+    x = torch.randn(2, *g.graph["input"])
+    with contextlib.redirect_stdout(io.StringIO()):   # its progress lines
+        program = torch.onnx.export(model, (x,), input_names=["input"], output_names=["output"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                    dynamo=True, verbose=False)
+    import os
+    import tempfile
+    fd, tmp = tempfile.mkstemp(".onnx", ".resdsl-", os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:   # a complete file or none, as every file resdsl writes
+        program.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -3,6 +3,7 @@
     python benchmarks/fuzz.py --n 100000 --seed 1          # the campaign
     python benchmarks/fuzz.py --n 2000 --time-budget 60     # a quick look
     python benchmarks/fuzz.py --seed 1 --replay 4711        # one input again, with traceback
+    python benchmarks/fuzz.py --names --n 20000 --seed 1    # the name campaign
 
 Every input is made from its own generator, `random.Random(f"{seed}-{index}")`, so a run is
 reproducible and any single input can be replayed by its index. Kinds of input, in turn:
@@ -30,10 +31,26 @@ backend finds it: the spec checks but does not compile), or a bug: `internal:<Ty
 (anything but a ResdslError), `nocode` (a ResdslError with code E000) or `nospan:<code>` (an
 error about the text, E1xx-E5xx, without a location, or with one outside the text). Bugs are
 saved to --crash-dir with their traceback. The table of outcomes is printed last.
+
+With --names, the inputs are tiny specs (3x8x8 inputs, widths 4-16, a few blocks) whose
+names in every role (network, template parameter, block, block parameter, let, stage, labels
+of layers, nested blocks, shortcuts, custom shortcut layers, stem and head, key paths like
+`a.0.b`, numbers) are drawn from Python's keywords and builtins, dunders, underscores, digits
+after `_`, nn.Module's attributes, torch's and the runtime's names, the identifiers of an
+emitted file, the DSL's own words, lookalikes, very long names, names differing only by case,
+and a few non-ASCII ones. The property: `check` refuses it with a coded error located in the
+text, or every emit mode's file (python, --standalone, --inference, --no-fuse), written to a
+folder and imported, constructs and runs: parameters and output shape as the summary says
+(the inference file: its own graph's parameters), the same state_dict keys and outputs as the
+python file's (the inference one via from_trained), and resdsl.build and resdsl.optimize
+likewise. A backend error after check passed is a bug (`checkgap:<code>@<mode>`), as is any
+other exception (`internal:<Type>@<mode>`) or a disagreement (`params@`, `shape@`, `values@`,
+`keys@build`).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import re
@@ -323,18 +340,400 @@ def _torch(source: str, cls: str, g) -> None:
         raise Bug("internal:OutputShape@torch", f"{tuple(y.shape)} vs IR")
 
 
+# ---- name fuzzing (--names) ----------------------------------------------------------------
+# Tiny specs (3x8x8 inputs, widths 4-16) whose names, in every role a name takes, come from
+# the pools below; the property: `check` passes => every emit mode's file imports, constructs
+# and runs, with the output shape and parameter count `summary` gives; else a located,
+# coded ResdslError.
+
+NAME_MODES = {"python": {}, "standalone": {"standalone": True},
+              "inference": {"inference": True}, "no-fuse": {"fuse": False}}
+PLAIN = ["a", "b", "blk", "net", "planes", "stride", "width", "conv1", "bn1", "relu", "fc",
+         "layer1", "layer2", "downsample", "shortcut", "stem", "head", "avgpool", "out", "mid",
+         "Block", "Net", "A", "B"]
+DSL = ["use", "block", "network", "residual", "shortcut", "merge", "input", "stage", "stem",
+       "head", "true", "false", "x", "and", "or", "not", "if", "else", "conv", "bn", "relu",
+       "maxpool", "avgpool", "fc", "flatten", "dropout", "drop_path", "sigmoid", "add", "mul",
+       "identity", "projection", "pad", "avgdown", "none", "always", "zero_init", "bias",
+       "in_channels", "index", "block_index", "num_blocks", "make_divisible", "log2", "sum",
+       "min", "max", "std", "basic", "bottleneck"]
+DUNDERS = ["__init__", "__class__", "__dict__", "__slots__", "__x__", "__import__",
+           "__builtins__", "__module__", "__qualname__", "__name__", "__file__", "__spec__",
+           "__loader__", "__package__", "__doc__", "__all__", "__path__", "__getattr__",
+           "__call__", "__annotations__", "__weakref__", "__new__", "__del__", "__future__",
+           "__debug__", "__build_class__", "__main__", "___", "____x", "__", "__a", "__a_"]
+UNDERSCORE = ["_", "_x", "_X", "_a", "_self", "_x_", "_in", "_out", "_kernels", "_conv",
+              "_forward", "_version", "_modules", "_parameters", "_buffers", "_apply",
+              "_name", "_triton", "_config", "_RES_CODE", "_register"]
+DIGITS = ["_0", "_1", "_2", "_9", "_01", "_12", "__1", "__2", "_1_", "_1x1", "_3x3", "_2d",
+          "_1e5", "x_1", "a_0", "n0", "n_0", "_0_0", "_1_2_3", "v2", "layer_1"]
+LOOKALIKE = ["l", "I", "O", "l1", "I1", "Il1", "O0", "o0", "rn", "m", "u00e9", "U0001F600",
+             "x00", "x41", "N", "xn__mnchen_3ya", "u200b", "uFEFF", "nbsp", "_u2028_",
+             "e_0301", "NUL", "CON", "lI", "Il", "Ol0", "OO0O0", "x_x", "xx", "X", "ä_"[:1]]
+UNICODE = ["é", "ℌ", "ﬁ", "ａ", "Ω", "a\u200b", "ǅ", "µ", "x²"]  # not NAMEs: E1xx, located
+NUMERIC = ["0", "1", "2", "00", "007", "10", "99", "123456789"]  # labels only
+
+
+@functools.cache
+def name_pools() -> dict[str, list[str]]:
+    """The names to draw from, by category: Python's keywords, soft keywords and builtins,
+    dunders, underscores, digits after `_`, what nn.Module and torch define, what resdsl's
+    runtime binds and what an emitted file names (read from one emitted in every mode), the
+    DSL's own words, lookalikes; each sorted, so a seed draws the same names everywhere."""
+    import ast
+    import builtins
+    import inspect
+    import keyword
+
+    import torch
+    from resdsl.backends.pytorch import NN_MODULE_ATTRS, _runtime_names
+    from torch import nn
+
+    from resdsl import api, dispatch, kernels, runtime
+
+    # what the runtime binds, and the attributes it and the API set or read on modules
+    # (`_resdsl_source`, `resdsl_graph`)
+    attrs = {node.attr for m in (dispatch, kernels, runtime, api)
+             for node in ast.walk(ast.parse(inspect.getsource(m)))
+             if isinstance(node, ast.Attribute)}
+
+    emitted: set[str] = set()
+    sample = ("block b(planes, stride = 1) {\n  residual { conv planes, 3x3, stride = stride; "
+              "bn; relu; conv planes, 3x3; bn(zero_init) }\n  shortcut projection\n  merge add\n"
+              "  relu\n}\nnetwork n { input 3 x 8 x 8; k.0: conv 8, 3x3; k.1: bn; relu; "
+              "stage s = 2 x b(8, stride = 2); avgpool; fc 10 }\n")
+    for options in NAME_MODES.values():
+        for node in ast.walk(ast.parse(api.emit_python(sample, **options)[0])):
+            emitted.update([node.id] if isinstance(node, ast.Name) else
+                           [node.arg] if isinstance(node, ast.arg) else
+                           [node.attr] if isinstance(node, ast.Attribute) else
+                           [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                           else [])
+    torch_names = ["torch", "nn", "F", "Tensor", "Module", "functional", "Optional",
+                   "OrderedDict", "annotations", "typing", "functools", "resdsl", "runtime",
+                   "dispatch", "kernels", "triton", "tl", "os", "sys", "importlib", "math"]
+    torch_names += [n for n in dir(nn) if n[:1].isupper()][::3] + \
+        [n for n in dir(torch) if n.isidentifier() and not n.startswith("_")][::25]
+    return {k: sorted(set(v)) for k, v in {
+        "keyword": keyword.kwlist + keyword.softkwlist,
+        "builtin": [n for n in dir(builtins)],
+        "dunder": DUNDERS,
+        "underscore": UNDERSCORE,
+        "digits": DIGITS,
+        "module": sorted(NN_MODULE_ATTRS | set(dir(nn.Module())) | set(dir(nn.Module))),
+        "torch": torch_names,
+        "runtime": sorted(_runtime_names() | attrs),
+        "emitted": sorted(emitted),
+        "dsl": DSL,
+        "lookalike": LOOKALIKE,
+        "plain": PLAIN,
+    }.items()}
+
+
+NAME_WEIGHTS = {"plain": 2, "keyword": 2, "builtin": 2, "dunder": 2, "underscore": 2,
+                "digits": 2, "module": 3, "torch": 2, "runtime": 3, "emitted": 3, "dsl": 1,
+                "lookalike": 1, "long": 1, "case": 3, "unicode": 0.1}
+
+
+class Names:
+    """Draws one spec's names. Each spec has a focus, one to three kinds of name, and a
+    hostility: the share of its names drawn from the focus; the others are plain and unique
+    (`n4`), so that a spec with one hostile name mostly checks and reaches every mode. A
+    `case` name is one drawn before, in another case or as it was, so that names differing
+    only by case (and one name in several roles) meet."""
+
+    def __init__(self, rng: random.Random):
+        self.rng, self.used, self.count = rng, [], 0
+        self.pools = name_pools()
+        kinds = list(NAME_WEIGHTS)
+        self.focus = sorted(set(rng.choices(kinds, list(NAME_WEIGHTS.values()),
+                                            k=rng.randint(1, 3))))
+        self.hostility = rng.choice([0.1, 0.2, 0.35, 0.6, 0.9])
+
+    def name(self) -> str:
+        rng = self.rng
+        if rng.random() >= self.hostility:
+            self.count += 1
+            return f"{rng.choice(['n', 'blk', 'w', 'layer', 'Net', 'b_'])}{self.count}"
+        kind = rng.choice(self.focus)
+        if kind == "case" and self.used:
+            base = rng.choice(self.used)
+            name = rng.choice([base, base.upper(), base.lower(), base.capitalize(),
+                               base.swapcase(), base[:1].lower() + base[1:]])
+        elif kind == "long":
+            part = rng.choice(self.pools["plain"] + self.pools["keyword"])
+            name = rng.choice([part * rng.choice([20, 64, 300]),
+                               "a" * rng.choice([255, 256, 1000, 4096]),
+                               "_".join(rng.choice(self.pools["emitted"]) for _ in range(40))])
+        elif kind == "unicode":
+            name = rng.choice(UNICODE)
+        else:
+            name = rng.choice(self.pools["plain" if kind == "case" else kind])
+        self.used.append(name)
+        return name
+
+    def label(self) -> str:
+        """A layer's label: a name, a number, or a key path of them (`a.0`, `0.b.1`)."""
+        rng = self.rng
+        r = rng.random()
+        if r < 0.12:
+            return rng.choice(NUMERIC)
+        if r < 0.3:
+            return ".".join(rng.choice(NUMERIC) if rng.random() < 0.4 else self.name()
+                            for _ in range(rng.randint(2, 3)))
+        return self.name()
+
+    def maybe(self, p: float = 0.6) -> str:
+        """`LABEL: ` or nothing."""
+        return f"{self.label()}: " if self.rng.random() < p else ""
+
+
+def name_spec(rng: random.Random) -> str:
+    """A tiny spec with names drawn for its network, template parameter, blocks, block
+    parameters, lets, stages, labels (layers, nested blocks, shortcuts, custom shortcut
+    layers, stem and head, key paths) and the keyword arguments that name parameters."""
+    nm = Names(rng)
+    out = ["use std"] if rng.random() < 0.25 else []
+    width = "8"
+    if rng.random() < 0.25:
+        top = nm.name()
+        out.append(f"{top} = 8")
+        width = top
+    inner = None
+    if rng.random() < 0.3:
+        inner, c = nm.name(), nm.name()
+        out.append(f"block {inner}({c}) {{\n  {nm.maybe()}conv {c}, 3x3\n  {nm.maybe()}bn\n"
+                   f"  {nm.maybe()}relu\n}}")
+    blk, planes, stride = nm.name(), nm.name(), nm.name()
+    body = []
+    w = planes
+    if rng.random() < 0.3:
+        mid = nm.name()
+        body.append(f"  {mid} = {planes} * 2")
+        w = mid
+    if rng.random() < 0.15:
+        body.append(f"  {nm.maybe()}bn; {nm.maybe()}relu")
+    res = [f"{nm.maybe()}conv {w}, 3x3, stride = {stride}", f"{nm.maybe()}bn",
+           f"{nm.maybe()}relu"]
+    if inner and rng.random() < 0.7:
+        res.append(f"{nm.maybe(0.8)}{inner}({w})")
+    res += [f"{nm.maybe()}conv {w}, 1x1", f"{nm.maybe()}bn(zero_init)"]
+    body.append("  residual {\n" + "\n".join(f"    {r}" for r in res) + "\n  }")
+    kind = rng.choice(["projection"] * 4 + ["projection(always)", "avgdown", "avgdown", "pad",
+                       "identity", "custom", "custom", "custom", "none"])
+    if kind == "custom":
+        sc = (f"shortcut {{\n    {nm.maybe()}conv {w}, 1x1, stride = {stride}\n"
+              f"    {nm.maybe()}bn\n  }}")
+    else:
+        sc = f"shortcut {kind}"
+    body.append(f"  {nm.maybe(0.5)}{sc}")
+    if kind != "none":
+        body.append("  merge add")
+        if rng.random() < 0.6:
+            body.append(f"  {nm.maybe()}relu")
+    out.append(f"block {blk}({planes}, {stride} = 1) {{\n" + "\n".join(body) + "\n}")
+    net, param = nm.name(), nm.name()
+    template = rng.random() < 0.3
+    lines = ["  input " + rng.choice(["3 x 8 x 8", "3 x 8 x 8", "1 x 6 x 7", "4 x 8 x 8"])]
+    if rng.random() < 0.3:
+        let = nm.name()
+        lines.append(f"  {let} = {width}")
+        width = let
+    if rng.random() < 0.4:
+        lines.append(f"  stem {{\n    {nm.maybe()}conv {width}, 3x3\n    {nm.maybe()}bn\n"
+                     f"    {nm.maybe()}relu\n  }}")
+    else:
+        key = nm.name() if rng.random() < 0.3 else None
+        layers = [f"conv {width}, 3x3", "bn", "relu"][:rng.randint(1, 3)]
+        for i, layer in enumerate(layers):
+            label = f"{key}.{i}: " if key else nm.maybe()
+            lines.append(f"  {label}{layer}")
+    for _ in range(rng.randint(1, 3)):
+        count = rng.choice(["", "1 x ", "2 x "])
+        args = rng.choice([f"{rng.choice([4, 8, 16])}", f"{planes} = 8",
+                           f"16, {stride} = 2", f"8, {stride} = 1", f"{planes} = 16, {stride} = 2"])
+        callee = blk if not out[0].startswith("use") or rng.random() < 0.8 else "basic"
+        if callee == "basic":
+            args = rng.choice(["8", "16, stride = 2"])
+        lines.append(f"  stage {nm.name()} = {count}{callee}({args})")
+    if rng.random() < 0.5:
+        lines.append(f"  {nm.maybe()}relu")
+    classes = param if template else "10"
+    if rng.random() < 0.5:
+        lines.append(f"  head {{\n    {nm.maybe()}avgpool\n    {nm.maybe()}fc {classes}\n  }}")
+    elif rng.random() < 0.7:
+        lines += [f"  {nm.maybe()}avgpool", f"  {nm.maybe()}fc {classes}"]
+    body = "\n".join(lines) + "\n}"
+    if template:
+        out.append(f"network {net}({param} = 10) {{\n{body}")
+        out.append(f"network {nm.name()} = {net}({rng.choice(['', '5', f'{param} = 3'])})")
+    else:
+        out.append(f"network {net} {{\n{body}")
+    return "\n".join(out) + "\n"
+
+
+def make_name_input(seed: int, index: int) -> tuple[str, random.Random, str]:
+    rng = random.Random(f"names-{seed}-{index}")
+    return "names", rng, name_spec(rng)
+
+
+class _Importer:
+    """Writes each emitted file into a folder of its own and imports it as a module, as a user
+    of `resdsl compile -o model.py` would (no bytecode written, so no stale cache)."""
+
+    def __init__(self) -> None:
+        import tempfile
+        sys.dont_write_bytecode = True
+        self.dir = Path(tempfile.mkdtemp(prefix="resdsl-fuzz-names-"))
+        self.count = 0
+
+    def load(self, source: str, mode: str):
+        import importlib.util
+        self.count += 1
+        name = f"resdsl_fuzz_{mode.replace('-', '_')}_{self.count}"
+        path = self.dir / f"{name}.py"
+        path.write_text(source, encoding="utf-8")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            del sys.modules[name]
+            path.unlink()
+            self.forget(module)
+        return module
+
+    @staticmethod
+    def forget(module) -> None:
+        """Drop what torch.fx.wrap (which an inlined --standalone runtime calls at import)
+        keeps of the module's globals, so that 20,000 imports do not pile up."""
+        try:
+            from torch.fx import _symbolic_trace
+            wrapped = _symbolic_trace._wrapped_fns_to_patch
+        except (ImportError, AttributeError):   # pragma: no cover - another torch
+            return
+        for key in [k for k, v in wrapped.items() if v is module.__dict__]:
+            del wrapped[key]
+
+
+_IMPORTER: _Importer | None = None
+
+
+def run_names(text: str, rng: random.Random, stats: Counter) -> str:
+    """The outcome of one name input (raises Bug for a finding): `check`, then, for each
+    network, every emit mode's file imported, constructed and run; `resdsl.build` and
+    `resdsl.optimize` too."""
+    texts = {str(SPECS / k): v.count("\n") + 1 for k, v in BUNDLED.items()}
+    texts[FILE] = text.count("\n") + 1
+    try:
+        program = load_text(text, FILE, str(SPECS))
+        checked = check_program(program, concrete_networks(program.root),
+                                limits=Limits(max_layers=MAX_LAYERS))
+    except ResdslError as e:
+        _validate(e, texts)
+        for err in e.errors:
+            if err.span is None:
+                raise Bug(f"nospan:{err.code}", str(err)) from None
+        return e.code
+    except Exception as e:  # noqa: BLE001 - the point of the exercise
+        raise Bug(f"internal:{type(e).__name__}@check", traceback.format_exc()) from None
+    if rng.random() < 0.25:
+        _fmt(text)   # (a Bug if fmt is not idempotent or changes the AST)
+    for g in checked.graphs.values():
+        _name_modes(text, g, stats)
+    return "ok"
+
+
+def _name_modes(text: str, g, stats: Counter) -> None:
+    import json
+
+    import torch
+
+    global _IMPORTER
+    if _IMPORTER is None:
+        _IMPORTER = _Importer()
+        torch.set_num_threads(1)   # tiny tensors: one thread is faster, and the cores are shared
+        # --standalone inlines the runtime's source, read from disk at each emit: read it once,
+        # so that the files match the runtime this process loaded while others edit the tree
+        from resdsl.backends import pytorch
+        pytorch._runtime_source = functools.cache(pytorch._runtime_source)
+    said = json.loads(summary.to_json(g))
+    shape, params = tuple(said["output"]), said["totals"]["params"]
+    x = torch.randn(2, *g.graph["input"])
+    ref_state = ref_out = None
+    stage = "python"
+    try:
+        for mode, options in NAME_MODES.items():
+            stage = mode
+            lowered = lower(g, fuse=options.get("fuse", True),
+                            inference=options.get("inference", False))
+            try:
+                source, cls = emit(lowered, FILE, None, options.get("standalone", False))
+            except ResdslError as e:   # check passed: the backend may not refuse it
+                raise Bug(f"checkgap:{e.code}@{mode}", traceback.format_exc()) from None
+            network = getattr(_IMPORTER.load(source, mode), cls)
+            if mode == "inference":
+                model = network.from_trained(ref_state)
+                want = totals(lowered)["params"]   # BNs folded: their parameters are gone
+            else:
+                model = network()
+                want = params
+                if ref_state is not None:
+                    model.load_state_dict(ref_state)   # strict: the same keys as python's
+            n = sum(p.numel() for p in model.parameters())
+            if n != want:
+                raise Bug(f"params@{mode}", f"{n} parameters, summary says {want}\n{source}")
+            if mode == "python":   # one training step runs as well
+                model.train()
+                model(x).sum().backward()
+                model.zero_grad()
+            with torch.no_grad():
+                y = model.eval()(x)
+            if tuple(y.shape[1:]) != shape:
+                raise Bug(f"shape@{mode}", f"{tuple(y.shape)}, summary says {shape}\n{source}")
+            if ref_state is None:
+                ref_state, ref_out = model.state_dict(), y
+            elif not torch.allclose(y, ref_out, rtol=1e-3, atol=1e-4):
+                raise Bug(f"values@{mode}", f"differs from python's by "
+                          f"{(y - ref_out).abs().max().item()}\n{source}")
+            stats[f"run:{mode}"] += 1
+        stage = "build"
+        import resdsl
+        built = resdsl.build(text, network=g.graph["name"], zero_init_residual=True)
+        if list(built.state_dict()) != list(ref_state):
+            raise Bug("keys@build", f"{list(built.state_dict())} vs {list(ref_state)}")
+        built.load_state_dict(ref_state)
+        stage = "optimize"
+        with torch.no_grad():
+            y = resdsl.optimize(built)(x)
+        if not torch.allclose(y, ref_out, rtol=1e-3, atol=1e-4):
+            raise Bug("values@optimize", f"differs by {(y - ref_out).abs().max().item()}")
+        stats["run:build+optimize"] += 1
+    except Bug:
+        raise
+    except Exception as e:  # noqa: BLE001 - the point of the exercise
+        raise Bug(f"internal:{type(e).__name__}@{stage}", traceback.format_exc()) from None
+    finally:   # build keeps each network's source for tracebacks, by its name: thousands here
+        import linecache
+        for key in [k for k in linecache.cache if k.startswith("<resdsl ")]:
+            del linecache.cache[key]
+
+
 # ---- the campaign --------------------------------------------------------------------------
 
-def save(crash_dir: Path, seed: int, index: int, data, bug: Bug, saved: Counter) -> None:
+def save(crash_dir: Path, seed: int, index: int, data, bug: Bug, saved: Counter,
+         names: bool = False) -> None:
     saved[bug.key] += 1
     if saved[bug.key] > 3:
         return
     crash_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"seed{seed}-{index}-{re.sub(r'[^A-Za-z0-9]+', '_', bug.key)}"
+    stem = f"{'names-' if names else ''}seed{seed}-{index}-{re.sub(r'[^A-Za-z0-9]+', '_', bug.key)}"
     raw = data if isinstance(data, bytes) else data.encode("utf-8")
     (crash_dir / f"{stem}.res").write_bytes(raw)
     (crash_dir / f"{stem}.txt").write_text(f"{bug.key}\nreplay: python benchmarks/fuzz.py "
-                                           f"--seed {seed} --replay {index}\n\n{bug.detail}\n")
+                                           f"{'--names ' if names else ''}--seed {seed} --replay {index}\n\n"
+                                           f"{bug.detail}\n")
 
 
 def table(counts: Counter, kinds: Counter, stats: Counter, n: int, elapsed: float,
@@ -343,9 +742,13 @@ def table(counts: Counter, kinds: Counter, stats: Counter, n: int, elapsed: floa
     rows = [f"fuzz: seed {args.seed}, {n:,} inputs in {elapsed:.0f} s "
             f"({n / max(elapsed, 1e-9):.0f}/s, {args.jobs} worker(s)); kinds: "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())),
-            f"checked networks through summary/IR/compile/draw: {stats['backends']:,}; "
-            f"built and run in torch: {stats['torch']:,}",
-            f"bugs (internal exceptions, missing codes or spans): {bugs}", "",
+            ("networks imported, constructed and run, per mode: "
+             + ", ".join(f"{k[4:]} {v:,}" for k, v in sorted(stats.items())
+                         if k.startswith("run:")) if args.names else
+             f"checked networks through summary/IR/compile/draw: {stats['backends']:,}; "
+             f"built and run in torch: {stats['torch']:,}"),
+            "bugs (internal exceptions, missing codes or spans"
+            + (", check passing but a mode failing" if args.names else "") + f"): {bugs}", "",
             f"{'outcome':<32} {'count':>8} {'share':>7}",
             f"{'-' * 32} {'-' * 8} {'-' * 7}"]
     for key, v in sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])):
@@ -355,21 +758,23 @@ def table(counts: Counter, kinds: Counter, stats: Counter, n: int, elapsed: floa
 
 
 def campaign(seed: int, start: int, n: int, budget: float | None, crash_dir: str,
-             progress: int) -> tuple[Counter, Counter, Counter, int]:
-    """Inputs start .. start + n - 1: (outcomes, kinds, stats, inputs run)."""
+             progress: int, names: bool = False) -> tuple[Counter, Counter, Counter, int]:
+    """Inputs start .. start + n - 1 (of the name campaign with `names`): (outcomes, kinds,
+    stats, inputs run)."""
+    make, run = (make_name_input, run_names) if names else (make_input, run_one)
     counts, kinds, stats, saved = Counter(), Counter(), Counter(), Counter()
     t0 = time.perf_counter()
     done = 0
     for index in range(start, start + n):
         if budget and time.perf_counter() - t0 > budget:
             break
-        kind, rng, data = make_input(seed, index)
+        kind, rng, data = make(seed, index)
         kinds[kind] += 1
         try:
-            outcome = run_one(data, rng, stats)
+            outcome = run(data, rng, stats)
         except Bug as bug:
             outcome = bug.key
-            save(Path(crash_dir), seed, index, data, bug, saved)
+            save(Path(crash_dir), seed, index, data, bug, saved, names)
             print(f"BUG at input {index} ({kind}): {bug.key}", file=sys.stderr, flush=True)
         counts[outcome] += 1
         done += 1
@@ -398,14 +803,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="a progress line every N inputs per worker (0: none)")
     ap.add_argument("--replay", type=int, default=None, metavar="INDEX",
                     help="run one input, print it and any traceback")
+    ap.add_argument("--names", action="store_true",
+                    help="name fuzzing: tiny specs with hostile names, every emit mode run")
     args = ap.parse_args(argv)
     if args.replay is not None:
-        return replay(args.seed, args.replay)
+        return replay(args.seed, args.replay, args.names)
     start = time.perf_counter()
     jobs = max(1, args.jobs)
     bounds = [args.start + args.n * k // jobs for k in range(jobs + 1)]
     shards = [(args.seed, bounds[k], bounds[k + 1] - bounds[k], args.time_budget,
-               args.crash_dir, args.progress) for k in range(jobs)]
+               args.crash_dir, args.progress, args.names) for k in range(jobs)]
     if jobs == 1:
         results = [_shard(shards[0])]
     else:
@@ -428,12 +835,12 @@ def _expected(outcome: str) -> bool:
     return outcome == "ok" or bool(re.fullmatch(r"E\d{3}(@\w+)?", outcome))
 
 
-def replay(seed: int, index: int) -> int:
-    kind, rng, data = make_input(seed, index)
+def replay(seed: int, index: int, names: bool = False) -> int:
+    kind, rng, data = (make_name_input if names else make_input)(seed, index)
     print(f"# input {index} of seed {seed} ({kind}):")
     print(data if isinstance(data, str) else repr(data))
     try:
-        print("outcome:", run_one(data, rng, Counter()))
+        print("outcome:", (run_names if names else run_one)(data, rng, Counter()))
     except Bug as bug:
         print(f"outcome: {bug.key}\n{bug.detail}")
         return 1

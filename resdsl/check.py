@@ -138,6 +138,9 @@ class _Definition:
         if isinstance(d, n.BlockDef):
             for err in _path_structure_errors(d.body):
                 self.errors.add(err)
+        else:
+            for err in _group_clashes(d.body):
+                self.errors.add(err)
         self.stmts(d.body, local)
 
     def stmts(self, body: Iterable, local: set[str]) -> None:
@@ -171,6 +174,10 @@ class _Definition:
                 self.stmts(st.orelse, local)
 
     def layer(self, st: n.Layer, local: set[str]) -> None:
+        if st.kind not in LAYERS and st.kind not in local and _misspelt_keyword(st.kind) and \
+                self.scope.lookup(st.kind) is None:
+            self.call(n.Call(st.kind, st.args, st.span), local, head=head_span(st), site=st)
+            return   # `stge s1 = ...`: one error, at the word
         for a in st.args:
             if not (a.name is None and isinstance(a.value, n.Name) and _is_flag(st.kind, a.value.id)):
                 self.expr(a.value, local)
@@ -193,6 +200,12 @@ class _Definition:
         """A use of a block (or, with `network`, of a template); `head` is where its name is
         written, when that is not where the call starts (`label: name args`); `site` the
         statement it stands for (default: the call)."""
+        keyword = _misspelt_keyword(c.name) if c.name not in local and self.scope.lookup(
+            c.name) is None and c.name not in LAYERS and not network else None
+        if keyword:   # `stge s1 = ...`: the word is the error, not what follows it
+            self.errors.add(SpecNameError(f"unknown block '{c.name}'", head or _name_span(c),
+                                          keyword, code="E201"))
+            return
         for a in c.args:
             self.expr(a.value, local)
         if c.name in local:
@@ -230,6 +243,12 @@ class _Definition:
                 c.span, f"parameters: {', '.join(names)}", code="E204"))
 
     def shortcut(self, st: n.Shortcut, local: set[str]) -> None:
+        if st.label is not None and "." in st.label:
+            # the shortcut is one attribute of its block (and a constructor argument): a key
+            # path would need containers around it, which no generated class builds
+            self.errors.add(SpecNameError(
+                f"a shortcut's label names one module, so '{st.label}' cannot nest", st.span,
+                f"use a plain label, e.g. '{st.label.replace('.', '_')}'", code="E202"))
         if st.kind is None:
             self.sequence(st.body or (), "a `shortcut { ... }` branch")
             self.stmts(st.body or (), local)
@@ -273,6 +292,31 @@ class _Definition:
         except ResdslError as e:
             self.errors.add(e)
             return None
+
+
+def _group_clashes(body: tuple) -> list[ResdslError]:
+    """A stage, or a block used at the network's top level, named `stem` or `head` in a
+    network with that group (in any branch of its `if`s): the group is a scope of the graph
+    IR whose path is its keyword, so the two would be one scope, and the stage would vanish
+    from the compiled module."""
+    groups: set[str] = set()
+    named: list[tuple[str, Span]] = []
+    stack = list(body)
+    while stack:
+        st = stack.pop()
+        if isinstance(st, n.If):
+            stack += list(st.then) + list(st.orelse)
+        elif isinstance(st, n.Group):
+            groups.add(st.kind)
+            stack += list(st.body)
+        elif isinstance(st, n.Stage):
+            named.append((st.name, st.span))
+        elif isinstance(st, n.Layer) and st.label is not None and st.kind not in LAYERS:
+            named.append((st.label, st.span))
+    return [SpecNameError(f"'{name}' names a stage or block and this network's `{name} {{ }}` "
+                          "group", span, f"name it differently, e.g. '{name}_'", code="E202")
+            for name, span in sorted(named, key=lambda t: (t[1].line, t[1].col))
+            if name in groups]
 
 
 MAX_PATHS = 64   # the `if` paths through one block body whose structure check() checks
@@ -333,6 +377,17 @@ def structure_errors(body: Iterable) -> list[ResdslError]:
             hint="add `shortcut identity`, `shortcut projection`, `shortcut pad` or "
                  "`shortcut none`")
     return errors
+
+
+def _misspelt_keyword(name: str) -> str | None:
+    """A hint when an unknown block's name is a misspelt statement keyword (`stge`)."""
+    from .parse import KEYWORDS
+    words = KEYWORDS - {"x", "true", "false", "and", "or", "not", "else"}
+    close = did_you_mean(name, words, cutoff=0.75)
+    if close is None:
+        return None
+    form = " (`stage NAME = N x BLOCK(ARGS)`)" if "'stage'" in close else ""
+    return f"{close[:-1]}, the keyword?{form}"
 
 
 def _elsewhere(name: str) -> str | None:

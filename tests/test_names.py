@@ -138,8 +138,8 @@ def test_class_names_are_identifiers(net, blk):
             f"network {net} {{ input 3 x 8 x 8; conv 8, 3x3; stage s = {blk}(8) }}\n")
     for options in MODES.values():
         source, cls, _ = resdsl.emit_python(text, **options)
-        classes = [line.split("(")[0][6:] for line in source.splitlines()
-                   if line.startswith("class ") and line.endswith("(nn.Module):")]
+        classes = [line.split("(")[0][6:] for line in source.splitlines()   # (any base:
+                   if line.startswith("class ") and line.endswith("):")]    # FusedModule)
         assert cls in classes and all(c.isidentifier() and not c.startswith("__")
                                       for c in classes), classes
         assert load(source, cls)().eval()(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
@@ -268,3 +268,167 @@ def test_check_rejects_what_pytorch_reserves_without_importing_torch(name):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60).stdout.split()
     assert out == ["E210", "3", "False"]
+
+
+# ---- found by the name campaign (benchmarks/fuzz.py --names) --------------------------------
+
+SHORTCUT = """block b(planes, stride = 1) {
+  residual { conv planes, 3x3, stride = stride; bn; relu }
+  LABEL: shortcut projection
+  merge add
+}
+network n { input 3 x 8 x 8; stage s = b(4); stage t = 2 x b(8, stride = 2) }
+"""
+
+
+@pytest.mark.parametrize("label", ["self", "nn", "torch", "super", "projection", "x",
+                                   "in_channels", "0", "7", "class", "__x", "_", "None",
+                                   "init_weights", "FusedModule", "B", "downsample"])
+def test_a_shortcut_label_is_a_key_not_a_parameter_name(label):
+    """The shortcut's label was the constructor parameter's name and `self.LABEL`:
+    `self` was a duplicate argument, `nn` shadowed torch.nn in __init__, `0` and `class`
+    were syntax errors, `__x` was mangled. The parameter now comes from the namespace;
+    the label stays the state_dict key. Stage t's second block has no projection, so the
+    class reads `x if shortcut is None`."""
+    text = SHORTCUT.replace("LABEL", label)
+    for options in MODES.values():
+        source, cls, _ = resdsl.emit_python(text, **options)
+        model = load(source, cls)().eval()
+        assert model(torch.randn(2, 3, 8, 8)).shape == (2, 8, 4, 4)
+    keys = resdsl.build(text).state_dict()
+    assert f"t.0.{label}.0.weight" in keys and f"s.0.{label}.0.weight" in keys
+    assert not any(f"t.1.{label}" in k for k in keys)
+
+
+@pytest.mark.parametrize("label", ["forward", "zero_grad", "_parameters", "zero_init",
+                                   "_resdsl_source", "training", "__init__"])
+def test_a_shortcut_label_that_nn_module_uses_is_e210(label):
+    """`zero_grad: shortcut ...` compiled, and forward called the method (TypeError)."""
+    with pytest.raises(ResdslError) as err:
+        check_text(SHORTCUT.replace("LABEL", label))
+    assert err.value.code == "E210" and err.value.span.line == 3, err.value
+    assert "shortcut" in err.value.message
+
+
+@pytest.mark.parametrize("label", ["a.b", "0.1", "downsample.0", "123456789.007"])
+def test_a_dotted_shortcut_label_is_refused_by_check(label):
+    """`a.b: shortcut projection` passed check, then the emitter wrote `a.b=` as a keyword
+    argument (SyntaxError; KeyError in str.format for a pad shortcut)."""
+    for kind in ("projection", "pad", "{ conv planes, 1x1, stride = stride }"):
+        text = SHORTCUT.replace("LABEL", label).replace("shortcut projection",
+                                                        f"shortcut {kind}")
+        with pytest.raises(ResdslError) as err:
+            check_text(text)
+        assert err.value.code == "E202" and err.value.span.line == 3, err.value
+
+
+@pytest.mark.parametrize("where,label", [
+    ("top", "a.forward"), ("top", "a.append"), ("top", "a.pop"), ("top", "a.0.__len__"),
+    ("top", "k.zero_init"), ("block", "O0.get_parameter.__setattr__"),
+    ("block", "x._buffers"), ("shortcut", "append"), ("shortcut", "forward"),
+    ("shortcut", "zero_init"), ("shortcut", "_modules")])
+def test_a_key_of_an_nn_sequential_that_it_uses_is_e210(where, label):
+    """A key path's inner names and a custom shortcut's layer labels are keys of an
+    nn.Sequential: `a.forward`, `a.append` and `O0.get_parameter.__setattr__` passed check
+    and failed at construction (KeyError: attribute already exists); `k.zero_init` failed
+    in init_weights(zero_init_residual=True), which reads every module's `zero_init`."""
+    top, inner, sc = ("bn", "conv planes, 3x3", "conv planes, 1x1")
+    if where == "top":
+        top = f"{label}: bn"
+    elif where == "block":
+        inner = f"{label}: conv planes, 3x3"
+    else:
+        sc = f"{label}: conv planes, 1x1"
+    text = (f"block b(planes) {{\n  residual {{\n    {inner}\n  }}\n  shortcut {{\n    {sc}\n"
+            f"  }}\n  merge add\n}}\nnetwork n {{\n  input 3 x 8 x 8\n  conv 4, 3x3\n  {top}\n"
+            "  stage s = b(8)\n}\n")
+    with pytest.raises(ResdslError) as err:
+        check_text(text)
+    assert err.value.code == "E210" and err.value.span is not None, err.value
+    assert err.value.span.line == {"top": 13, "block": 3, "shortcut": 6}[where]
+    fine = text.replace(label, label.replace(".", "_") + "_")
+    model = resdsl.build(fine, zero_init_residual=True)
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
+
+
+def test_a_layer_labelled_reset_parameters_builds():
+    """resdsl.build reset every module with a `reset_parameters` attribute: a label
+    `reset_parameters.0` made the network's container one, and build called it."""
+    text = ("network n { input 3 x 8 x 8; reset_parameters.0: conv 8, 3x3; bn; relu; "
+            "reset_parameters.1: conv 4, 1x1 }")
+    model = resdsl.build(text)
+    assert sum(p.numel() for p in model.parameters()) == 3 * 8 * 9 + 16 + 32
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 4, 8, 8)
+
+
+@pytest.mark.parametrize("text", [
+    "stage head = b(8)\n  head { avgpool; fc 10 }",
+    "head { avgpool; fc 10 }\n  stage head = b(8)",
+    "head: b(8)\n  head { avgpool; fc 10 }",
+    "stem { conv 4, 3x3 }\n  stage stem = 2 x b(8)",
+    "if true { stem { conv 4, 3x3 } }\n  stem: b(8)"])
+def test_a_stage_named_like_the_network_s_group_is_e202(text):
+    """`stage head = ...` beside a `head { }` group: both were the IR scope `head`, and the
+    stage vanished from the module (90 parameters built, 306 in the summary)."""
+    spec_text = f"block b(c) {{ conv c, 3x3 }}\nnetwork n {{\n  input 3 x 8 x 8\n  {text}\n}}\n"
+    with pytest.raises(ResdslError) as err:
+        check_text(spec_text)
+    assert err.value.code == "E202" and err.value.span is not None
+    assert "group" in err.value.message
+
+
+def test_a_stage_or_layer_named_head_without_the_group_compiles():
+    text = ("block b(c) { conv c, 3x3 }\nnetwork n { input 3 x 8 x 8; stem: conv 4, 3x3; "
+            "stage head = b(8); head { avgpool; fc 10 } }")
+    with pytest.raises(ResdslError):
+        check_text(text)
+    text = text.replace("head { avgpool; fc 10 }", "avgpool; fc 10")
+    model = resdsl.build(text)
+    assert "head.0.conv1.weight" in model.state_dict() and "stem.weight" in model.state_dict()
+    text = ("network n { input 3 x 8 x 8; head: conv 4, 3x3; head.x: bn; "
+            "head { avgpool; fc 10 } }")
+    with pytest.raises(ResdslError):   # `head` is a layer and the container of `head.x`
+        check_text(text)
+    model = resdsl.build(text.replace("head.x: ", ""))
+    assert sum(p.numel() for p in model.parameters()) == 108 + 8 + 50
+
+
+def test_the_reserved_names_cover_what_generated_classes_define():
+    """Every class attribute of a generated block, network and container (as resdsl.build
+    loads them, with the runtime's own) is a name check refuses: nn.Module's and
+    nn.Sequential's lists, and the few the generated classes add."""
+    from resdsl.backends.pytorch import NN_MODULE_ATTRS, NN_SEQUENTIAL_ATTRS
+    text = ("block b(planes) { residual { conv planes, 3x3; bn(zero_init) }\n"
+            "  shortcut projection(always)\n  merge add }\n"
+            "network n { input 3 x 8 x 8; k.0: conv 4, 3x3; k.1: bn; stage s = b(8) }")
+    model = resdsl.build(text)
+    fast = resdsl.optimize(model)
+    extra = set()
+    for m in [*model.modules(), *fast.modules()]:
+        names = {n for n in dir(type(m)) if not n.startswith("___")}
+        if isinstance(m, torch.nn.Sequential):
+            assert names <= NN_SEQUENTIAL_ATTRS, names - NN_SEQUENTIAL_ATTRS
+        elif type(m).__module__ == "resdsl_generated":
+            extra |= names - NN_MODULE_ATTRS
+    assert extra == {"zero_init", "_resdsl_source", "FOLDED", "from_trained"}, extra
+    # and what resdsl.build sets on the network it returns
+    extra |= set(vars(model)) - set(vars(torch.nn.Module())) - {"_resdsl_source"}
+    assert extra >= {"resdsl_graph", "resdsl_options"}, extra
+    for name in sorted(extra):
+        with pytest.raises(ResdslError) as err:
+            check_text(f"network n {{ input 3 x 8 x 8; {name}: conv 4, 3x3 }}")
+        assert err.value.code == "E210"
+
+
+@pytest.mark.parametrize("name", ["resdsl_graph", "resdsl_options", "feature_info"])
+def test_what_build_sets_on_the_model_is_e210_at_the_top_level(name):
+    """A top-level label `resdsl_graph` compiled, and resdsl.build failed: TypeError,
+    cannot assign 'DiGraph' as child module. Inside a block, or as an inner key, it is fine."""
+    with pytest.raises(ResdslError) as err:
+        check_text(f"network n {{ input 3 x 8 x 8; {name}: conv 4, 3x3 }}")
+    assert err.value.code == "E210" and err.value.span.line == 1
+    text = (f"block b(c) {{ {name}: conv c, 3x3 }}\nnetwork n {{ input 3 x 8 x 8; "
+            f"k.{name}: conv 4, 3x3; stage s = b(8) }}")
+    model = resdsl.build(text, features=["s"])
+    assert [f.shape for f in model(torch.randn(1, 3, 8, 8))] == [(1, 8, 8, 8)]
+    assert f"s.0.{name}.weight" in model.state_dict()
