@@ -451,14 +451,18 @@ def test_check_takes_n_for_network_as_the_other_commands_do():
     assert r.exit_code == 0 and r.stdout.strip().endswith("ok, 1 network (resnet18)")
 
 
-def test_onnx_without_the_onnx_package_is_e602(tmp_path, monkeypatch):
-    """Issue 17: it was `internal error: OnnxExporterError` (exit 70)."""
+@pytest.mark.parametrize("package", ["onnx", "onnxscript"])
+def test_onnx_without_the_onnx_package_is_e602(tmp_path, monkeypatch, package):
+    """Issue 17: it was `internal error: OnnxExporterError` (exit 70); issue 15: the exporter
+    torch recommends needs onnxscript too."""
     pytest.importorskip("torch")
     import importlib.util
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "onnx" else real(name, *a))
+                        lambda name, *a: None if name == package else real(name, *a))
     spec = write(tmp_path, "tiny.res", TINY)
     r = run("compile", spec, "--emit", "onnx", "-o", str(tmp_path / "t.onnx"))
-    assert r.exit_code == 1 and r.stderr.startswith("error[E602]: ONNX export needs the `onnx`")
+    assert r.exit_code == 1 and r.stderr.startswith(
+        f"error[E602]: ONNX export needs the `{package}` package")
+    assert "pip install onnx onnxscript onnxruntime" in r.stderr
     assert not (tmp_path / "t.onnx").exists()

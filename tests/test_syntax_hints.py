@@ -211,3 +211,20 @@ def test_hints_quote_the_source_printably_and_briefly():
 def test_a_huge_line_gets_no_quoting_hint():
     text = rendered("block b(p) {\n  conv(p, " + "1 + " * 100_000 + "1, 3x3)\n}\n")
     assert "hint:" not in text
+
+
+def test_a_misspelt_stage_keyword_is_one_error_at_the_word():
+    """`stge s1 = 2 x basic(16)` parses (a layer `stge` with arguments): check names the
+    keyword, at the word, and does not also complain about what follows it."""
+    from resdsl.errors import ErrorGroup
+    text = "use std\n\nnetwork n {\n  input 3 x 32 x 32\n  stge s1 = 2 x basic(16)\n}\n"
+    with pytest.raises((ResdslError, ErrorGroup)) as info:
+        check_text(text, "t.res")
+    errors = getattr(info.value, "errors", [info.value])
+    assert len(errors) == 1
+    assert Renderer({"t.res": text}).render(errors[0]) == """\
+t.res:5:3: error[E201]: unknown block 'stge'
+  |
+5 |   stge s1 = 2 x basic(16)
+  |   ^^^^
+  hint: did you mean 'stage', the keyword? (`stage NAME = N x BLOCK(ARGS)`)"""

@@ -133,6 +133,10 @@ def compare(name: str, ours_args: dict | None = None, timm_args: dict | None = N
     assert got.shape == want.shape == (BATCH, theirs.num_classes)
     scale = want.abs().max().item()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * scale)
+    if ours_args is None:   # every bundled network traces with torch.fx (issue 15)
+        with torch.inference_mode():
+            traced = torch.fx.symbolic_trace(ours)(x)
+        torch.testing.assert_close(traced, got, rtol=1e-5, atol=1e-5 * scale)
 
     # (d) MACs per sample
     assert totals(ours.resdsl_graph)["macs"] == fvcore_macs(theirs, x[:1])
