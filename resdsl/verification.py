@@ -732,7 +732,6 @@ def check_example(program: Program, name: str, batch: int, h: int, w: int, sizes
     static scan's shapes with the builder's at this size."""
     import torch
 
-    from .api import _module
     from .graph import totals
     from .limits import Limits
     from .pipeline import compile_network
@@ -747,7 +746,7 @@ def check_example(program: Program, name: str, batch: int, h: int, w: int, sizes
     for v, d in c.graph.nodes(data=True):
         if static.get(v) != d["shape"]:
             return Mismatch(v, "statically scanned shape", static.get(v), d["shape"], d["span"])
-    model = _module(c.lowered, {"features": None, "kernels": None, "file": c.file})
+    model = _built(c.lowered, c.file)
     counted = _counts_differ(model, totals(c.graph))
     if counted:
         return counted
@@ -760,6 +759,21 @@ def check_example(program: Program, name: str, batch: int, h: int, w: int, sizes
             m.mode = "train" if training else "eval"
             return m
     return None
+
+
+_LAST_BUILT: list = []   # [(architecture, module)]: the last one, kept for the next size
+
+
+def _built(g: Any, file: str) -> Any:
+    """The module of a lowered graph, reused from the previous example when the graph is the
+    same network at another size (every node's op and attributes equal): building it is most
+    of an example's time, and nothing of a module depends on the input's size."""
+    from .api import _module
+
+    arch = (file, tuple((v, d["op"], repr(d["attrs"])) for v, d in g.nodes(data=True)))
+    if not (_LAST_BUILT and _LAST_BUILT[0][0] == arch):
+        _LAST_BUILT[:] = [(arch, _module(g, {"features": None, "kernels": None, "file": file}))]
+    return _LAST_BUILT[0][1]
 
 
 @dataclass
