@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a 10 MB spec's AST holds millions
 class Span:
     """A region of a source file: 1-based line and column, end column exclusive."""
 
@@ -112,9 +112,10 @@ class Collector:
         collector.raise_if_any()
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
-    """A hint naming the closest candidate, or None when nothing is close."""
-    close = difflib.get_close_matches(name, sorted(set(candidates) - {name}), n=1, cutoff=0.6)
+def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """A hint naming the closest candidate, or None when nothing is as close as `cutoff`."""
+    close = difflib.get_close_matches(name, sorted(set(candidates) - {name}), n=1,
+                                      cutoff=cutoff)
     return f"did you mean '{close[0]}'?" if close else None
 
 
@@ -153,7 +154,7 @@ class Renderer:
         src_lines = text.split("\n")  # as the lexer counts lines: not str.splitlines()
         if not 1 <= span.line <= len(src_lines):
             return []
-        line = _printable(src_lines[span.line - 1].rstrip("\r"))
+        line = printable(src_lines[span.line - 1].rstrip("\r"))
         end = span.end_col if span.end_line == span.line else len(line) + 1
         line, col, end = _window(line, span.col, end)
         width = max(1, min(end, len(line) + 1) - col)
@@ -175,7 +176,7 @@ class Renderer:
 MAX_SHOWN = 200  # characters of a source line shown in an excerpt
 
 
-def _printable(line: str) -> str:
+def printable(line: str) -> str:
     """The line as it may be echoed to a terminal: tabs as spaces, control characters as '?'
     (one column each, so the caret still lines up, and no escape sequence gets through)."""
     return "".join(" " if c == "\t" else c if c.isprintable() else "?" for c in line)

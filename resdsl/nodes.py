@@ -1,4 +1,5 @@
-"""The abstract syntax tree: frozen dataclasses, each carrying the span of the text it came from.
+"""The abstract syntax tree: frozen dataclasses, each carrying the span of the text it came from
+(with slots: a 10 MB spec is millions of nodes, a third smaller so).
 
 Spans are left out of equality, so `parse(fmt(x)) == parse(x)` compares structure only.
 Later stages attach to this tree by reading it; they never mutate it.
@@ -6,6 +7,7 @@ Later stages attach to this tree by reading it; they never mutate it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Iterable, Optional, Union
 
 from .errors import Span
@@ -19,25 +21,25 @@ def _span() -> Span:
 
 # ---- expressions ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Num:
     value: Union[int, float]
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Bool:
     value: bool
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Name:
     id: str
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BinOp:
     op: str  # + - * / // %, a comparison (== != < <= > >=), `and`, `or`
     left: "Expr"
@@ -45,19 +47,19 @@ class BinOp:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Neg:
     operand: "Expr"
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Not:
     operand: "Expr"
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Func:
     """A built-in function's call in an expression: `max(planes // 4, 8)`."""
 
@@ -66,20 +68,20 @@ class Func:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListExpr:
     items: tuple["Expr", ...]
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Index:
     target: "Expr"
     index: "Expr"
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dims:
     """`3x3`, `3 x 224 x 224`, `k x k`: a kernel size or a tensor shape."""
 
@@ -92,7 +94,7 @@ Expr = Union[Num, Bool, Name, BinOp, Neg, Not, Func, ListExpr, Index, Dims]
 
 # ---- statements ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Arg:
     """A call argument: positional when `name` is None, else `name = value`."""
 
@@ -101,14 +103,14 @@ class Arg:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Let:
     name: str
     value: Expr
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Layer:
     """A built-in layer or a block used as a statement: `[label:] kind args`."""
 
@@ -118,13 +120,13 @@ class Layer:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Residual:
     body: tuple["Stmt", ...]
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Shortcut:
     """`shortcut KIND [args]` (built-in kinds) or `shortcut { ... }` (custom branch)."""
 
@@ -135,13 +137,13 @@ class Shortcut:
     label: Optional[str] = None     # the shortcut's container (default `downsample`)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Merge:
     op: str
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class If:
     """`if cond { ... } else { ... }`: the statements of one branch, chosen when the block
     (or network) is instantiated; `else if` is an `If` alone in `orelse`."""
@@ -155,27 +157,27 @@ class If:
 Stmt = Union[Let, Layer, Residual, Shortcut, Merge, If]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Param:
     name: str
     default: Optional[Expr] = None
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     name: str
     args: tuple[Arg, ...]
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Input:
     shape: Expr
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Group:
     """`stem { ... }` or `head { ... }`: layers at the network's top level, grouped for reading."""
 
@@ -184,7 +186,7 @@ class Group:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stage:
     """`stage NAME = count x block(args)`; count is None when written without `x`."""
 
@@ -199,7 +201,7 @@ NetStmt = Union[Let, Layer, Input, Group, Stage, If]
 
 # ---- top level -----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Use:
     """`use std` (a bundled library) or `use "other.res"` (a path relative to this file)."""
 
@@ -208,7 +210,7 @@ class Use:
     span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BlockDef:
     name: str
     params: tuple[Param, ...]
@@ -217,7 +219,7 @@ class BlockDef:
     name_span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NetworkDef:
     name: str
     params: tuple[Param, ...]
@@ -226,7 +228,7 @@ class NetworkDef:
     name_span: Span = _span()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NetworkInst:
     """`network resnet50 = resnet(bottleneck, [3, 4, 6, 3])`."""
 
@@ -239,7 +241,7 @@ class NetworkInst:
 Item = Union[Use, BlockDef, NetworkDef, NetworkInst, Let]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Module:
     file: str
     items: tuple[Item, ...]
@@ -248,32 +250,49 @@ class Module:
 
 # ---- queries ------------------------------------------------------------------------------
 
+# The expressions directly inside one, by its type (leaves have none): one lookup per node.
+_INNER = {
+    BinOp: attrgetter("left", "right"), Neg: lambda x: (x.operand,),
+    Not: lambda x: (x.operand,), Func: lambda x: [a.value for a in x.args],
+    ListExpr: attrgetter("items"), Dims: attrgetter("items"), Index: attrgetter("target", "index"),
+}
+
+
 def subexpressions(e: Expr) -> Iterable[Expr]:
     """An expression and every expression inside it, walked without recursion."""
+    inner = _INNER.get
     stack = [e]
     while stack:
         x = stack.pop()
         yield x
-        if isinstance(x, BinOp):
-            stack += [x.left, x.right]
-        elif isinstance(x, (Neg, Not)):
-            stack.append(x.operand)
-        elif isinstance(x, Func):
-            stack += [a.value for a in x.args]
-        elif isinstance(x, (ListExpr, Dims)):
-            stack += list(x.items)
-        elif isinstance(x, Index):
-            stack += [x.target, x.index]
+        kids = inner(type(x))
+        if kids is not None:
+            stack += kids(x)
 
 
-def names_in(e: Expr) -> Iterable[Name]:
+def _all(e: Expr, kind: type) -> list:
+    """The expressions of one type in an expression, in the order `subexpressions` gives."""
+    inner = _INNER.get
+    stack, found = [e], []
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t is kind:
+            found.append(x)
+        kids = inner(t)
+        if kids is not None:
+            stack += kids(x)
+    return found
+
+
+def names_in(e: Expr) -> list[Name]:
     """Every name an expression refers to."""
-    return (x for x in subexpressions(e) if isinstance(x, Name))
+    return _all(e, Name)
 
 
-def functions_in(e: Expr) -> Iterable[Func]:
+def functions_in(e: Expr) -> list[Func]:
     """Every built-in function call in an expression."""
-    return (x for x in subexpressions(e) if isinstance(x, Func))
+    return _all(e, Func)
 
 
 def branches(body: Iterable) -> Iterable[tuple]:

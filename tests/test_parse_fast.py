@@ -1,0 +1,141 @@
+"""The parser's fast path (`parse._Fast`: one regular expression, Lark's LALR table, no parse
+tree) gives exactly what Lark's own parse and `ToAst` give: the same nodes with the same spans,
+the same comment tokens, and, for text it hands back, the same errors. Compared on the bundled
+specs, on texts made to probe the lexer and the post-lexer, and on random and damaged ones."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from resdsl import parse as P
+from resdsl.errors import ResdslError, Span
+
+sys.path.insert(0, os.path.dirname(__file__))
+import strategies as S  # noqa: E402  (tests/ is not a package)
+
+SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.res"))
+
+
+def whole(x):
+    """A node as nested tuples, spans included (equality leaves them out)."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, (type, Span)):
+        return (type(x).__name__,) + tuple((f.name, whole(getattr(x, f.name)))
+                                          for f in dataclasses.fields(x))
+    if isinstance(x, (tuple, list)):
+        return tuple(whole(y) for y in x)
+    return x
+
+
+def outcome(parse, text: str):
+    try:
+        module, comments = parse(text, "t.res")
+    except ResdslError as e:
+        return ("error", type(e), e.code, str(e), e.hint, e.span)
+    return ("ok", whole(module), [(t.type, str(t), t.start_pos, t.line, t.column, t.end_line,
+                                   t.end_column, t.end_pos) for t in comments])
+
+
+def lark_only(text: str, file: str):
+    """What the parser gives without its fast path."""
+    parser = P._parser()
+    fast, parser.fast = parser.fast, None
+    try:
+        return P.parse_with_comments(text, file)
+    finally:
+        parser.fast = fast
+
+
+def fast_only(text: str, file: str):
+    with P._parser().lock:
+        return P._parser().fast.parse(text, file)
+
+
+def same(text: str) -> bool:
+    """Both paths agree; returns whether the fast one took the text itself."""
+    expected = outcome(lark_only, text)
+    assert outcome(P.parse_with_comments, text) == expected
+    try:
+        result = fast_only(text, "t.res")
+    except (P._Bail, ResdslError):
+        return False
+    assert outcome(lambda text, file: result, text) == expected
+    return True
+
+
+def test_the_fast_path_is_on():
+    assert P._parser().fast is not None
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_bundled_specs_take_the_fast_path_and_agree(path):
+    assert same(path.read_text(encoding="utf-8"))
+
+
+TAKEN = [
+    "", "\n\n", "   ", "# only a comment", "a = 1", "a = 1\n", "a = 1   ", "a = 1 # c\n",
+    "a = 1;b = 2;;\n", "a = (1 + 2) * 3", "a = ((1))", "a = [1, 2,]", "a = []", "a = [ ]",
+    "a = f()", "a = max(1, 2)", "a = -x[0][1]", "a = not a or b and c", "a = 3 x 8 x 8",
+    "a = 3x3", "a = 1 < 2", "a = 2 // 3 % 4 / 5", "a = 1.5e3", "a = 1e3", "a = 2.",
+    "a = 1 +\\\n 2", "a = [1,\n 2]", "a = (1\n + 2)", "use std", 'use "other.res"',
+    "network n(block, n = 2) { input 3 x 8 x 8\n conv 8, 3x3 }",   # keywords as names
+    "block b(head, stem, x, use) { conv head, 3x3 }", "block b() { use }", "stage = 1",
+    "block b() {\n  c1.0: conv 8, 3x3, stride = 2  # c\n  bn\n}",
+    "block b() { residual { conv 8, 3x3 }\n shortcut identity\n merge add }",
+    "block b() { sc: shortcut { conv 8, 1x1 }\n merge add }",
+    "block b(p) { if p > 1 { relu } else if p { bn } else { conv p, 3x3 } }",
+    ("network n { input 3 x 8 x 8\n stem { conv 8, 3x3 }\n stage s = 2 x b(8)\n"
+     "  head { fc: fc 10 } }"),
+    "network r = resnet(bottleneck, [3, 4, 6, 3])",
+    "a = 1\r\nb = 2\r\n", "\tlet_ = 1\f", "a = 1\n\n\n  \nb = 2", "a = 1 # \x00 é",
+]
+
+
+@pytest.mark.parametrize("text", TAKEN, ids=range(len(TAKEN)))
+def test_texts_the_fast_path_takes(text):
+    assert same(text)
+
+
+HANDED_BACK = [
+    "a = ", "a = 1 2", "a = (1", "a = 1)", "}", "a = 1:", "a: conv", "conv 3 x3",
+    "a = 1" + "0" * 40, "a = 1.5e999", "a = " + "(" * 70 + "1" + ")" * 70,
+    "a = " + "-" * 250 + "1", "a = " + " + ".join(["1"] * 250),
+    "network n { input 3 x 8 x 8 }\n$", "a = 'x'", "a = \"x\"",
+]
+
+
+@pytest.mark.parametrize("text", HANDED_BACK, ids=range(len(HANDED_BACK)))
+def test_texts_handed_back_give_lark_s_errors(text):
+    assert not same(text)
+
+
+_WORDS = ["a", "b1", "_x", "x", "use", "block", "network", "residual", "shortcut", "merge",
+          "input", "stage", "stem", "head", "if", "else", "and", "or", "not", "true", "false",
+          "0", "12", "3x3", "1x2x3", "1.5", "2e3", "\"p.res\"", "l1:", "c.0:", "(", ")", "[",
+          "]", "{", "}", ",", "=", "+", "-", "*", "/", "//", "%", "==", "<=", ">", ";", "\n",
+          "\n\n", "# c\n", "\\\n", "conv", "relu", "fc"]
+
+
+@settings(max_examples=max(1, 4 * settings.default.max_examples), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_WORDS), st.sampled_from(["", " ", "  ", "\t"])),
+                max_size=40))
+def test_random_token_soup(words):
+    same("".join(w + gap for w, gap in words))
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(S.specs())
+def test_random_specs(spec):
+    assert same(spec.text)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(S.mutated_texts())
+def test_damaged_specs(text):
+    same(text)
