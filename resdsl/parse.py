@@ -464,7 +464,10 @@ class _Fast:
         None when the gathered value is the result (an inlined `_rule`'s list of entries, for
         its parent, or a `?rule`'s one child, in parentheses); deep, the two children whose
         depths the entry's is the greater of (None: no depth)."""
-        size, name = len(rule.expansion), rule.alias or rule.origin.name
+        # names as plain str: a freshly built Lark's are Tokens (a cached one's str), and the
+        # parse loop tells a passed-on `?rule` by `type(act) is str`
+        size, name = len(rule.expansion), str(rule.alias or rule.origin.name)
+        origin = str(rule.origin.name)
         single = rule.options.expand1 and not rule.alias
         empty = rule.options.empty_indices
         nones = ([len(run) for run in "".join("01"[b] for b in empty).split("0")] if empty
@@ -483,16 +486,16 @@ class _Fast:
         pair = (inner[0], inner[-1]) if deep and inner else None
         if single and len(kept) == 1 and kept[0] is not None and kept[0] >= 0:
             if size == 1:
-                return rule.origin.name
+                return origin
             child = kept[0]
-            return size, rule.origin.name, lambda raw: raw[child][-1], None, pair, False
+            return size, origin, lambda raw: raw[child][-1], None, pair, False
         if name.startswith("_"):
             build = None
         elif not hasattr(Build, name) or single or (size == 0 and name != "start"):
             raise _Bail(f"no builder for {name}")
         else:
             build = getattr(Build, name)
-        return (size, rule.origin.name, _gatherer(kept, size, build is None), build, pair,
+        return (size, origin, _gatherer(kept, size, build is None), build, pair,
                 name in EXPRESSIONS)
 
     def _goto(self, below: int, symbol: str, kind: str) -> tuple:

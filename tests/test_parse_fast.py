@@ -139,3 +139,16 @@ def test_random_specs(spec):
 @given(S.mutated_texts())
 def test_damaged_specs(text):
     same(text)
+
+
+def test_the_fast_path_of_a_freshly_built_lark_equals_a_cached_ones(monkeypatch):
+    """A Lark built from the grammar (no LALR cache yet: a fresh machine) names its rules with
+    Tokens, a cached one with str; the fast path crashed on the former (seen in this session:
+    `too many values to unpack` at the first `resdsl check` with an empty cache)."""
+    monkeypatch.setattr(P, "_cache_file", lambda: False)
+    fresh = P._Parser()
+    assert fresh.fast is not None
+    text = (Path(__file__).resolve().parent.parent / "specs" / "std.res").read_text()
+    got = fresh.fast.parse(text, "std.res")
+    want = P._parser().parse(text, "std.res")
+    assert got[0] == want[0]
