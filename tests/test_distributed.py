@@ -86,6 +86,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _spawn(worker, data: dict, tmp_path) -> list[dict]:
+    """Run `worker` in len(SPLIT) fresh processes on `data`, within TIMEOUT_S; each rank's
+    results."""
+    torch.save(data, tmp_path / "data.pt")
+    ctx = mp.start_processes(worker, args=(_free_port(), str(tmp_path / "data.pt"),
+                                           str(tmp_path / "out")),
+                             nprocs=len(SPLIT), join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"the {len(SPLIT)} processes did not finish in {TIMEOUT_S} s")
+    return [torch.load(tmp_path / f"out.{r}") for r in range(len(SPLIT))]
+
+
 def _rel(a, b) -> float:
     a, b = a.double(), b.double()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
@@ -98,17 +114,7 @@ def test_ddp_sync_bn_equals_one_process_on_the_whole_batch(tmp_path):
                for _ in range(STEPS)]
     init = {net: _model(spec, net, None).state_dict() for spec, net, _ in CONFIGS}
     data = {"init": init, "batches": batches, "probe": torch.randn(2, 3, 32, 32, dtype=torch.float64)}
-    torch.save(data, tmp_path / "data.pt")
-    ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp_path / "data.pt"),
-                                            str(tmp_path / "out")),
-                             nprocs=len(SPLIT), join=False, start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"the {len(SPLIT)} processes did not finish in {TIMEOUT_S} s")
-    ranks = [torch.load(tmp_path / f"out.{r}") for r in range(len(SPLIT))]
+    ranks = _spawn(_worker, data, tmp_path)
     for spec, net, how in CONFIGS:
         ref = _model(spec, net, None)
         ref.load_state_dict(init[net])
@@ -165,17 +171,7 @@ def test_sync_bn_module_on_both_implementations_equals_one_process(tmp_path):
         ref_bn.weight.uniform_(0.5, 1.5), ref_bn.bias.uniform_(-0.5, 0.5)
     data = {"state": ref_bn.state_dict(), "x": torch.randn(n, 4, 3, 3) * 2 + 1,
             "r": torch.randn(n, 4, 3, 3), "g": torch.randn(n, 4, 3, 3)}
-    torch.save(data, tmp_path / "data.pt")
-    ctx = mp.start_processes(_module_worker, args=(_free_port(), str(tmp_path / "data.pt"),
-                                                   str(tmp_path / "out")),
-                             nprocs=len(SPLIT), join=False, start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"the {len(SPLIT)} processes did not finish in {TIMEOUT_S} s")
-    ranks = [torch.load(tmp_path / f"out.{r}") for r in range(len(SPLIT))]
+    ranks = _spawn(_module_worker, data, tmp_path)
     for (kernels, relu, at) in ranks[0]:
         m = runtime.BatchNormAct2d(4, relu=relu, residual_at=at, kernels="torch")
         m.load_state_dict(data["state"])
