@@ -69,7 +69,7 @@ class Replay:
         self.spans = [g.nodes[v]["span"] for v in self.names]
         self.inputs = [tuple(index[u] for u in inputs(g, v)) for v in self.names]
         self.rules = [OPS[op].shape for op in self.ops]
-        assert self.ops[0] == "input" and all(
+        assert OPS[self.ops[0]].kind == "io" and all(
             j < i for i, ins in enumerate(self.inputs) for j in ins), "not in topological order"
 
     def shapes(self, input_shape: Shape) -> list[Shape]:
@@ -124,6 +124,7 @@ class _Watch:
     flats: list[int]
     gates: list[tuple[int, ...]]
     norms: list[int]
+    always: int = 0   # (bits of norms) those PyTorch refuses at one value in eval too (a GN)
 
     @classmethod
     def of(cls, r: Replay, shapes: list[Shape]) -> _Watch:
@@ -131,12 +132,14 @@ class _Watch:
         the last node that is neither the output nor 1x1; the norm layers those whose
         values per channel at batch 1 are just their H x W (a BN; a GN of single channels)."""
         maps = [i for i, s in enumerate(shapes[:-1]) if len(s) == 3 and s[1:] != (1, 1)]
+        values = [norm_values(r.ops[i], r.attrs[i], s) for i, s in enumerate(shapes)]
         norms = [i for i, s in enumerate(shapes)
-                 if (norm_values(r.ops[i], r.attrs[i], s) or (0,))[0] == prod(s[1:]) > 0]
+                 if (values[i] or (0,))[0] == prod(s[1:]) > 0]
+        always = sum(1 << k for k, i in enumerate(norms) if not values[i][1])
         feature = maps[-1] if maps else None
         return cls(feature, 0 if feature is None else shapes[feature][0],
                    [i for i, op in enumerate(r.ops) if op == "flatten"],
-                   [r.inputs[i] for i, op in enumerate(r.ops) if op == "mul"], norms)
+                   [r.inputs[i] for i, op in enumerate(r.ops) if op == "mul"], norms, always)
 
 
 @dataclass
@@ -582,8 +585,7 @@ def _batch_one(r: Replay, watch: _Watch, seen_h: list, seen_w: list, square: boo
     """Where PyTorch refuses batch 1 among the accepted sizes: in training where a BN sees
     one value per channel, and in eval too where a GN of single channels does."""
     lines = []
-    gn = sum(1 << k for k, i in enumerate(watch.norms) if r.ops[i] == "gn")
-    for mask, when in (((1 << len(watch.norms)) - 1, "training"), (gn, "eval")):
+    for mask, when in (((1 << len(watch.norms)) - 1, "training"), (watch.always, "eval")):
         uh = [(n, s.ones & mask) for n, s in seen_h if s.ones & mask]
         uw = [(n, s.ones & mask) for n, s in seen_w if s.ones & mask]
         if not uh or not uw:

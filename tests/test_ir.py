@@ -276,7 +276,10 @@ def test_add_mismatch_names_both_branches():
     assert e.span.line == line_of(MISMATCH, "merge add")
     notes = {span.line: text for span, text in e.notes}
     assert notes == {line_of(MISMATCH, "stride = stride"): "residual branch ends here: 16x16x16",
-                     line_of(MISMATCH, "shortcut {"): "shortcut (custom): 16x32x32"}
+                     line_of(MISMATCH, "shortcut {"): "shortcut (custom): 16x32x32",
+                     # and the chain of uses (issue 17)
+                     line_of(MISMATCH, "b 16, stride = 2"): "in block 'b' (<string>:1), used here",
+                     line_of(MISMATCH, "network n"): "in network 'n'"}
 
 
 def test_add_mismatch_without_merge_points_at_the_shortcut():
