@@ -22,23 +22,9 @@ import shlex
 import sys
 
 import torch
+from kernels import cuda_time  # benchmarks/kernels.py (this script's folder)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def _time(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
 
 
 def main(argv=None) -> int:
@@ -81,7 +67,7 @@ def main(argv=None) -> int:
             x, wt, bs, rm, rv, 0.1, 1e-5, group), r, True, "mid")),
         "torch sync": lambda: run(torch.relu(torch_sync(x) + r)),
     }
-    times = {k: _time(fn, args.reps) for k, fn in cases.items()}
+    times = {k: cuda_time(fn, args.reps) for k, fn in cases.items()}
     print(f"# BN -> add -> ReLU {args.shape} {args.dtype}, training forward + backward, "
           f"median of {args.reps}")
     print(f"{'':14}{'ms':>9}{'vs fused':>10}")

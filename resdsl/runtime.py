@@ -548,20 +548,21 @@ def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
     """`module` with every 2-D BN (resdsl's fused ones, nn.BatchNorm2d, nn.SyncBatchNorm) a
     SyncBatchNormAct2d over `process_group` that keeps its ReLU and residual add; in place
     below the top, as nn.SyncBatchNorm.convert_sync_batchnorm (the result is returned)."""
-    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
-        return _to_sync(module, module, process_group)
-    for name, child in module.named_children():
-        module.add_module(name, convert_sync_batchnorm(child, process_group))
-    return module
+    return _replace_norms(module, lambda bn: _to_sync(bn, bn, process_group))
 
 
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
     """`module` with every 2-D BN a FrozenBatchNormAct2d of its current statistics and
     affine, fusion kept (as timm's freeze_batch_norm_2d, for detection backbones)."""
+    return _replace_norms(module, lambda bn: _to_frozen(bn, bn))
+
+
+def _replace_norms(module: nn.Module, make) -> nn.Module:
+    """`module` with `make(bn)` in place of every 2-D BN below it (or instead of it)."""
     if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
-        return _to_frozen(module, module)
+        return make(module)
     for name, child in module.named_children():
-        module.add_module(name, freeze_batch_norm(child))
+        module.add_module(name, _replace_norms(child, make))
     return module
 
 
