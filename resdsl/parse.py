@@ -10,8 +10,10 @@ from __future__ import annotations
 import gc
 import re
 from copy import copy
+from dataclasses import fields, is_dataclass
 from functools import lru_cache
 from operator import itemgetter
+from types import SimpleNamespace
 from typing import Iterator, NamedTuple
 
 from lark import Lark, Token
@@ -122,29 +124,53 @@ EXPRESSIONS = frozenset({
     "false_lit", "name"})
 
 
-def _span_maker():
-    """A function making `Span(file, line, col, end_line, end_col)` as its `__init__` would,
-    setting the slots directly (a frozen dataclass's `__init__` goes through
-    `object.__setattr__`, twice as slow; a 10 MB spec has millions of spans)."""
-    names = ("file", "line", "col", "end_line", "end_col")
-    if getattr(Span, "__slots__", None) != names or "__post_init__" in vars(Span):
-        return Span
+def _maker(cls: type):
+    """A function making `cls(*fields)` as its dataclass `__init__` would, setting the slots
+    directly (a frozen dataclass's `__init__` goes through `object.__setattr__`, twice as slow;
+    a 10 MB spec has millions of nodes and spans); `cls` itself where that cannot be done."""
+    names = tuple(f.name for f in fields(cls))
+    if getattr(cls, "__slots__", None) != names or "__post_init__" in vars(cls) \
+            or not 2 <= len(names) <= 5:
+        return cls
     new = object.__new__
-    set_file, set_line, set_col, set_end_line, set_end_col = (
-        getattr(Span, f).__set__ for f in names)
+    a, b, c, d, e = [getattr(cls, f).__set__ for f in names] + [None] * (5 - len(names))
 
-    def span(file: str, line: int, col: int, end_line: int, end_col: int) -> Span:
-        s = new(Span)
-        set_file(s, file)
-        set_line(s, line)
-        set_col(s, col)
-        set_end_line(s, end_line)
-        set_end_col(s, end_col)
-        return s
-    return span
+    def make2(v, w):
+        o = new(cls)
+        a(o, v)
+        b(o, w)
+        return o
+
+    def make3(v, w, x):
+        o = new(cls)
+        a(o, v)
+        b(o, w)
+        c(o, x)
+        return o
+
+    def make4(v, w, x, y):
+        o = new(cls)
+        a(o, v)
+        b(o, w)
+        c(o, x)
+        d(o, y)
+        return o
+
+    def make5(v, w, x, y, z):
+        o = new(cls)
+        a(o, v)
+        b(o, w)
+        c(o, x)
+        d(o, y)
+        e(o, z)
+        return o
+    return (make2, make3, make4, make5)[len(names) - 2]
 
 
-new_span = _span_maker()
+new_span = _maker(Span)
+# the node classes, as fast constructors taking every field in order
+N = SimpleNamespace(**{name: _maker(cls) for name, cls in vars(n).items()
+                       if isinstance(cls, type) and is_dataclass(cls)})
 
 
 def too_deep(span: Span) -> SpecSyntaxError:
@@ -164,30 +190,30 @@ class Build:
 
     # -- top level
     def start(self, sp, c):
-        return n.Module(self.file, tuple(e[-1] for e in c), sp)
+        return N.Module(self.file, tuple(e[-1] for e in c), sp)
 
     def use(self, sp, c):
         text = c[0][-1]
         if text.startswith('"'):   # a STRING; a NAME never starts so
-            return n.Use(text[1:-1], True, sp)
-        return n.Use(text, False, sp)
+            return N.Use(text[1:-1], True, sp)
+        return N.Use(text, False, sp)
 
     def block_def(self, sp, c):
         name, params, body = c
-        return n.BlockDef(name[-1], params[-1], body[-1], sp, self._tok(name))
+        return N.BlockDef(name[-1], params[-1], body[-1], sp, self._tok(name))
 
     def network_def(self, sp, c):
         name, params, body = c
-        return n.NetworkDef(name[-1], params[-1] or (), body[-1], sp, self._tok(name))
+        return N.NetworkDef(name[-1], params[-1] or (), body[-1], sp, self._tok(name))
 
     def network_inst(self, sp, c):
-        return n.NetworkInst(c[0][-1], c[1][-1], sp, self._tok(c[0]))
+        return N.NetworkInst(c[0][-1], c[1][-1], sp, self._tok(c[0]))
 
     def params(self, sp, c):
         return tuple(p[-1] for p in c if p[-1] is not None)
 
     def param(self, sp, c):
-        return n.Param(c[0][-1], c[1][-1], sp)
+        return N.Param(c[0][-1], c[1][-1], sp)
 
     def body(self, sp, c):
         return tuple(e[-1] for e in c)
@@ -196,11 +222,11 @@ class Build:
 
     # -- statements
     def let(self, sp, c):
-        return n.Let(c[0][-1], c[1][-1], sp)
+        return N.Let(c[0][-1], c[1][-1], sp)
 
     def layer(self, sp, c):
         label, kind, args = c
-        return n.Layer(kind[-1], args[-1] or (), label[-1], sp)
+        return N.Layer(kind[-1], args[-1] or (), label[-1], sp)
 
     def label(self, sp, c):
         return c[0][-1][:-1].rstrip()
@@ -208,45 +234,45 @@ class Build:
     def if_stmt(self, sp, c):
         cond, then, orelse = (e[-1] for e in c)
         orelse = (orelse,) if isinstance(orelse, n.If) else (orelse or ())
-        return n.If(cond, then, orelse, sp)
+        return N.If(cond, then, orelse, sp)
 
     if_net = if_stmt
 
     def arg(self, sp, c):
-        return n.Arg(None, c[0][-1], sp)
+        return N.Arg(None, c[0][-1], sp)
 
     def kwarg(self, sp, c):
-        return n.Arg(c[0][-1], c[1][-1], sp)
+        return N.Arg(c[0][-1], c[1][-1], sp)
 
     def residual(self, sp, c):
-        return n.Residual(c[0][-1], sp)
+        return N.Residual(c[0][-1], sp)
 
     def shortcut_kind(self, sp, c):
-        return n.Shortcut(c[1][-1], c[2][-1] or (), None, sp, c[0][-1])
+        return N.Shortcut(c[1][-1], c[2][-1] or (), None, sp, c[0][-1])
 
     def shortcut_body(self, sp, c):
-        return n.Shortcut(None, (), c[1][-1], sp, c[0][-1])
+        return N.Shortcut(None, (), c[1][-1], sp, c[0][-1])
 
     def merge(self, sp, c):
-        return n.Merge(c[0][-1], sp)
+        return N.Merge(c[0][-1], sp)
 
     def input(self, sp, c):
-        return n.Input(c[0][-1], sp)
+        return N.Input(c[0][-1], sp)
 
     def group(self, sp, c):
-        return n.Group(c[0][-1], c[1][-1], sp)
+        return N.Group(c[0][-1], c[1][-1], sp)
 
     def stage(self, sp, c):
         name, count, call = c
-        return n.Stage(name[-1], count[-1], call[-1], sp)
+        return N.Stage(name[-1], count[-1], call[-1], sp)
 
     def call(self, sp, c):
-        return n.Call(c[0][-1], c[1][-1] or (), sp)
+        return N.Call(c[0][-1], c[1][-1] or (), sp)
 
     # -- expressions
     def _bin(op):  # noqa: N805 - a factory evaluated in the class body
         def build(self, sp, c):
-            return n.BinOp(op, c[0][-1], c[-1][-1], sp)
+            return N.BinOp(op, c[0][-1], c[-1][-1], sp)
         return build
 
     add, sub, mul = _bin("+"), _bin("-"), _bin("*")
@@ -256,25 +282,25 @@ class Build:
 
     def compare(self, sp, c):
         left, op, right = c
-        return n.BinOp(op[-1], left[-1], right[-1], sp)
+        return N.BinOp(op[-1], left[-1], right[-1], sp)
 
     def not_(self, sp, c):
-        return n.Not(c[0][-1], sp)
+        return N.Not(c[0][-1], sp)
 
     def func(self, sp, c):
-        return n.Func(c[0][-1], c[1][-1] or (), sp)
+        return N.Func(c[0][-1], c[1][-1] or (), sp)
 
     def neg(self, sp, c):
-        return n.Neg(c[0][-1], sp)
+        return N.Neg(c[0][-1], sp)
 
     def index(self, sp, c):
-        return n.Index(c[0][-1], c[1][-1], sp)
+        return N.Index(c[0][-1], c[1][-1], sp)
 
     def dims_expr(self, sp, c):
-        return n.Dims(tuple(e[-1] for e in c), sp)
+        return N.Dims(tuple(e[-1] for e in c), sp)
 
     def list_lit(self, sp, c):
-        return n.ListExpr(tuple(e[-1] for e in c if e[-1] is not None), sp)
+        return N.ListExpr(tuple(e[-1] for e in c if e[-1] is not None), sp)
 
     def _number(self, tok: Entry) -> str:
         text = tok[-1]
@@ -288,29 +314,30 @@ class Build:
         return text
 
     def int_lit(self, sp, c):
-        return n.Num(int(self._number(c[0])), sp)
+        text = c[0][-1]
+        return N.Num(int(text if len(text) <= MAX_DIGITS else self._number(c[0])), sp)
 
     def float_lit(self, sp, c):
         value = float(self._number(c[0]))
         if value != value or value in (float("inf"), float("-inf")):
             raise SpecSyntaxError("number literal out of range", sp, code="E105")
-        return n.Num(value, sp)
+        return N.Num(value, sp)
 
     def dims_lit(self, sp, c):
         parts = c[0][-1].split("x")
         for p in parts:
             if len(p) > MAX_DIGITS:
                 raise SpecSyntaxError("number literal too long", sp, code="E105")
-        return n.Dims(tuple(n.Num(int(p), sp) for p in parts), sp)
+        return N.Dims(tuple(N.Num(int(p), sp) for p in parts), sp)
 
     def true_lit(self, sp, c):
-        return n.Bool(True, sp)
+        return N.Bool(True, sp)
 
     def false_lit(self, sp, c):
-        return n.Bool(False, sp)
+        return N.Bool(False, sp)
 
     def name(self, sp, c):
-        return n.Name(c[0][-1], sp)
+        return N.Name(c[0][-1], sp)
 
 
 class ToAst(Transformer_NonRecursive):
