@@ -12,7 +12,7 @@ from . import nodes as n
 from .errors import Collector, ResdslError, Span, SpecNameError, SpecValueError, did_you_mean
 from .loader import Scope
 from .functions import FUNCTIONS
-from .nodes import branches, functions_in, head_span, names_in
+from .nodes import branches, head_span, references
 from .ops import LAYERS, MERGES, REQUIRED, SHORTCUTS
 
 # Names elaboration defines (resdsl/elaborate.py says what each is).
@@ -262,15 +262,16 @@ class _Definition:
                                              SHORTCUTS[st.kind].flags))
 
     def expr(self, e: n.Expr, local: set[str]) -> None:
-        for x in names_in(e):
-            if x.id not in local and self.scope.lookup(x.id) is None:
+        found = references(e)
+        for x in found:
+            if type(x) is n.Name and x.id not in local and self.scope.lookup(x.id) is None:
                 known = x.id in BUILTIN_NAMES
                 self.errors.add(SpecNameError(
                     f"'{x.id}' has no value here" if known else f"unknown name '{x.id}'",
                     x.span, BUILTIN_NAMES[x.id] if known else
                     did_you_mean(x.id, list(local) + list(self.scope.names)), code="E201"))
-        for f in functions_in(e):
-            if f.name not in FUNCTIONS:
+        for f in found:
+            if type(f) is n.Func and f.name not in FUNCTIONS:
                 self.errors.add(SpecNameError(
                     f"unknown function '{f.name}'", f.span,
                     did_you_mean(f.name, list(FUNCTIONS)) or f"functions: "

@@ -6,6 +6,7 @@ blocks before the rest are built), so a repeat count of 10**12 costs nothing.
 """
 from __future__ import annotations
 
+import operator
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Union
@@ -187,35 +188,44 @@ class Env:
 
 def evaluate(e: n.Expr, env: Env) -> Value:
     """The value of an expression: integers stay exact, `/` must divide evenly."""
-    if isinstance(e, n.Num):
-        return _check_int(e.value, e.span)
-    if isinstance(e, n.Bool):
-        return e.value
-    if isinstance(e, n.Name):
+    t = type(e)
+    if t is n.Num:
+        v = e.value
+        return v if type(v) is int and -MAX_INT <= v <= MAX_INT else _check_int(v, e.span)
+    if t is n.BinOp:
+        op = e.op
+        if op in ARITHMETIC:
+            return _binop(e, evaluate(e.left, env), evaluate(e.right, env))
+        if op in COMPARISONS:
+            return _compare(e, evaluate(e.left, env), evaluate(e.right, env))
+        left = _boolean(evaluate(e.left, env), e.left.span, op)   # `and`, `or`
+        if left == (op == "or"):     # decided by the left operand alone
+            return left
+        return _boolean(evaluate(e.right, env), e.right.span, op)
+    if t is n.Name:
         return env.lookup(e.id, e.span)
-    if isinstance(e, n.Neg):
+    if t is n.Bool:
+        return e.value
+    if t is n.Neg:
         v = _number(evaluate(e.operand, env), e.operand.span, "negate")
         return _check_int(-v, e.span)
-    if isinstance(e, n.Not):
+    if t is n.Not:
         return not _boolean(evaluate(e.operand, env), e.operand.span, "not")
-    if isinstance(e, n.BinOp) and e.op in ("and", "or"):
-        left = _boolean(evaluate(e.left, env), e.left.span, e.op)
-        if left == (e.op == "or"):     # decided by the left operand alone
-            return left
-        return _boolean(evaluate(e.right, env), e.right.span, e.op)
-    if isinstance(e, n.BinOp) and e.op in COMPARISONS:
-        return _compare(e, evaluate(e.left, env), evaluate(e.right, env))
-    if isinstance(e, n.BinOp):
-        return _binop(e, evaluate(e.left, env), evaluate(e.right, env))
-    if isinstance(e, n.Func):
+    if t is n.Func:
         return _call(e, env)
-    if isinstance(e, n.ListExpr):
+    if t is n.ListExpr:
         return tuple(evaluate(x, env) for x in e.items)
-    if isinstance(e, n.Dims):
+    if t is n.Dims:
         return DimsValue(_integer(evaluate(x, env), x.span, "a size") for x in e.items)
-    if isinstance(e, n.Index):
+    if t is n.Index:
         return _index(e, evaluate(e.target, env), evaluate(e.index, env))
     raise AssertionError(f"unknown expression node {e!r}")
+
+
+# operator -> (what it does, in words; the function on two numbers; None for `/`, exact)
+ARITHMETIC = {"+": ("add", operator.add), "-": ("subtract", operator.sub),
+              "*": ("multiply", operator.mul), "/": ("divide", None),
+              "//": ("divide", operator.floordiv), "%": ("take the remainder of", operator.mod)}
 
 
 COMPARISONS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b,
@@ -313,23 +323,19 @@ def _integer(v: Value, span: Span, what: str) -> int:
 
 
 def _binop(e: n.BinOp, a: Value, b: Value) -> Value:
+    what, fn = ARITHMETIC[e.op]
+    if type(a) is int and type(b) is int and fn is not None and (b or e.op in ("+", "-", "*")):
+        v = fn(a, b)   # the common case: two integers, no division by zero
+        return v if -MAX_INT <= v <= MAX_INT else _check_int(v, e.span)
     if isinstance(a, tuple) and not isinstance(a, DimsValue):
         return _list_op(e, a, b)
-    what = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": "divide",
-            "%": "take the remainder of"}[e.op]
     x, y = _number(a, e.left.span, what), _number(b, e.right.span, what)
-    if e.op == "+":
-        return _check_int(x + y, e.span)
-    if e.op == "-":
-        return _check_int(x - y, e.span)
-    if e.op == "*":
-        return _check_int(x * y, e.span)
+    if e.op in ("+", "-", "*"):
+        return _check_int(fn(x, y), e.span)
     if y == 0:
         raise SpecValueError("division by zero", e.right.span, code="E303")
-    if e.op == "//":
-        return _check_int(x // y, e.span)
-    if e.op == "%":
-        return _check_int(x % y, e.span)
+    if fn is not None:
+        return _check_int(fn(x, y), e.span)
     if isinstance(x, int) and isinstance(y, int):
         if x % y:
             raise SpecValueError(f"{x} / {y} is not a whole number", e.span,
@@ -415,6 +421,10 @@ class Body:
     merge_span: Optional[Span] = None
 
 
+class _Unordered(Exception):
+    """A constant evaluated directly uses a let with no value yet (see Elaborator.constant)."""
+
+
 class Elaborator:
     def __init__(self, program: Program, max_layers: int = MAX_LAYERS,
                  bindings: Bindings | None = None, input_channels: int | None = None):
@@ -430,23 +440,38 @@ class Elaborator:
         self.depth = 0
         self.constants: dict[int, Value] = {}
         self.failed: dict[int, ResdslError] = {}
+        self.direct = False                        # evaluating a constant the direct way
         self.root_file = program.root.module.file  # the user's file: arguments there are theirs
         self.traced: ResdslError | None = None     # the error last given its notes of uses
 
     # -- constants and counting
     def constant(self, let: n.Let, scope: Scope) -> Value:
         """A top-level let's value. The lets it depends on are evaluated first, in order, so
-        a long chain of constants costs no recursion; an error is kept and raised again."""
+        a long chain of constants costs no recursion; an error is kept and raised again.
+        First it is evaluated directly, which holds where every let it uses has its value
+        already (constants written in order: no walk to order them); anything else, an error
+        included, goes the ordered way, so the value or the error is the same."""
         key = id(let)
         if key in self.failed:
             raise self.failed[key]
-        if key not in self.constants:
-            try:
-                for d, s in self._let_order(let, scope):
-                    self.constants[id(d)] = evaluate(d.value, Env(s, self))
-            except ResdslError as e:
-                self.failed[key] = e
-                raise
+        if key in self.constants:
+            return self.constants[key]
+        if self.direct:
+            raise _Unordered
+        self.direct = True
+        try:
+            self.constants[key] = value = evaluate(let.value, Env(scope, self))
+            return value
+        except (_Unordered, ResdslError):
+            pass
+        finally:
+            self.direct = False
+        try:
+            for d, s in self._let_order(let, scope):
+                self.constants[id(d)] = evaluate(d.value, Env(s, self))
+        except ResdslError as e:
+            self.failed[key] = e
+            raise
         return self.constants[key]
 
     def _let_order(self, let: n.Let, scope: Scope) -> list[tuple[n.Let, Scope]]:

@@ -270,14 +270,14 @@ def subexpressions(e: Expr) -> Iterable[Expr]:
             stack += kids(x)
 
 
-def _all(e: Expr, kind: type) -> list:
-    """The expressions of one type in an expression, in the order `subexpressions` gives."""
+def _all(e: Expr, kinds: tuple[type, ...]) -> list:
+    """The expressions of these types in an expression, in the order `subexpressions` gives."""
     inner = _INNER.get
     stack, found = [e], []
     while stack:
         x = stack.pop()
         t = type(x)
-        if t is kind:
+        if t in kinds:
             found.append(x)
         kids = inner(t)
         if kids is not None:
@@ -287,12 +287,12 @@ def _all(e: Expr, kind: type) -> list:
 
 def names_in(e: Expr) -> list[Name]:
     """Every name an expression refers to."""
-    return _all(e, Name)
+    return _all(e, (Name,))
 
 
-def functions_in(e: Expr) -> list[Func]:
-    """Every built-in function call in an expression."""
-    return _all(e, Func)
+def references(e: Expr) -> list[Union[Name, Func]]:
+    """Every name and every built-in function call in an expression (one walk for both)."""
+    return _all(e, (Name, Func))
 
 
 def branches(body: Iterable) -> Iterable[tuple]:
