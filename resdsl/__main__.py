@@ -1,4 +1,4 @@
 """`python -m resdsl` runs the command line."""
-from .cli import main
+from .cli import run
 
-main(prog_name="resdsl")
+run()

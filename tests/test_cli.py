@@ -432,6 +432,26 @@ def test_subprocess_stdin_is_not_waited_for(tmp_path):
     assert p.returncode == 0
 
 
+def test_the_program_flushes_runs_exit_functions_and_keeps_exit_codes(tmp_path):
+    """`resdsl.cli.run`, the program (console script and `python -m resdsl`), ends with
+    os._exit: its output still arrives whole through a pipe, exit functions still run, and
+    the exit codes are click's. Full collections are off in its process (issue 16: a 10 MB
+    spec's AST is millions of objects the collector would walk, seconds each time)."""
+    code = ("import atexit, gc, sys\nfrom resdsl.cli import run\n"
+            "atexit.register(lambda: print('exit functions ran', gc.get_threshold()[2]))\n"
+            "sys.argv = ['resdsl'] + sys.argv[1:]\nrun()\n")
+    spec = write(tmp_path, "t.res", TINY)
+    for args, rc in [(["check", spec], 0), (["check", str(tmp_path / "no.res")], 1),
+                     (["chek"], 2), (["summary", str(SPECS / "resnet.res"), "-n", "resnet50"], 0)]:
+        p = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120, env=dict(os.environ, NO_COLOR="1"))
+        assert p.returncode == rc, (args, p.stderr)
+        assert p.stdout.endswith(f"exit functions ran {2**31 - 1}\n"), p.stdout
+    whole = run("summary", str(SPECS / "resnet.res"), "-n", "resnet50").stdout   # in-process
+    assert p.stdout == whole + f"exit functions ran {2**31 - 1}\n" and "25,557,032" in whole
+    assert "[project.scripts]\nresdsl = \"resdsl.cli:run\"" in (ROOT / "pyproject.toml").read_text()
+
+
 def test_check_imports_neither_torch_nor_networkx():
     """`resdsl check` stays fast: the front end never imports torch, and checking shapes
     builds the graph as a `Draft`, so networkx (slower to import than all of check) is
