@@ -248,6 +248,14 @@ EXAMPLES: list[tuple] = [
      {"net.res": "network n {\n  input 3 x 32 x 32\n  conv 8, 3x3, dilation = 4611686018427387903"
                  "\n}\n"},
      ["net.res"]),
+    ("E508", "too many sizes to check pair by pair",
+     "`resdsl verify` checks H and W one at a time, except in a network where they meet in a "
+     "`merge mul` of two maps (not a 1x1 gate): there every (H, W) pair of `--sizes` is "
+     "checked, at most 250,000 pairs (500 sizes).",
+     {"net.res": "block gate(planes) {\n  residual {\n    conv planes, 1x1, stride = 1x2\n  }\n"
+                 "  shortcut identity\n  merge mul\n}\n\nnetwork net {\n  input 8 x 8 x 1\n"
+                 "  gate 8\n}\n"},
+     ["verify", "net.res", "--sizes", "1..1000", "--examples", "0"]),
     # ---- E6xx: output and external tools --------------------------------------------------
     ("E601", "Graphviz `dot` not found",
      "`resdsl draw` to .svg, .png or .pdf runs Graphviz's `dot` program; it is not on PATH. "
@@ -275,10 +283,13 @@ FIXED = [
      "Graphviz's `dot` ran but failed; its first line of error output is in the message.",
      "error[E603]: Graphviz's `dot` failed: <dot's message>"),
     ("E210", "a layer name PyTorch reserves",
-     "A label (or stage) named like an attribute of an nn.Module (`forward`, `training`, "
-     "`_parameters`, ...), of the generated block class (`zero_init`, `downsample`) or of the "
-     "network class (`FOLDED`, `from_trained`, at the top level) cannot be a submodule name. "
-     "`resdsl check` finds it (from a list of nn.Module's names, without importing torch).",
+     "A label (or stage, or a shortcut's label) named like an attribute of an nn.Module "
+     "(`forward`, `training`, `_parameters`, ...), of every generated class (`zero_init`, "
+     "`_resdsl_source`), of a block class (`downsample`) or of the network class (`FOLDED`, "
+     "`from_trained`, `resdsl_graph`, `resdsl_options`, `feature_info`, at the top level) "
+     "cannot be a submodule name; nor can a name of nn.Sequential's (`append`, `pop`, ...) be "
+     "a key path's inner name (`a.append`) or a custom shortcut's layer. `resdsl check` finds "
+     "it (from lists of nn.Module's and nn.Sequential's names, without importing torch).",
      "x.res:4:5: error[E210]: 'forward' cannot name a layer in PyTorch: nn.Module (or the "
      "generated block class) already uses it\n  hint: label it differently, e.g. 'forward_'"),
     ("E606", "torch missing",
@@ -337,7 +348,7 @@ def _setup(tmp: Path, files: dict) -> None:
             path.write_text(text, encoding="utf-8")
 
 
-COMMANDS = {"check", "fmt", "summary", "compile", "draw"}
+COMMANDS = {"check", "fmt", "summary", "compile", "draw", "verify"}
 
 
 def _argv(cmd: list[str]) -> tuple[list[str], str]:

@@ -27,10 +27,10 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from math import prod
+from math import isqrt, prod
 from typing import TYPE_CHECKING, Any
 
-from .errors import Renderer, ResdslError, ShapeError
+from .errors import LimitError, Renderer, ResdslError, ShapeError
 from .limits import MAX_LAYERS, MAX_MACS, MAX_PARAMS
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ DEFAULT_SIZES = (1, 256)     # H and W checked statically, and drawn from for Py
 DEFAULT_EXAMPLES = 20        # hypothesis examples per network
 DEFAULT_BATCH = (1, 2)        # batch 1 meets PyTorch's one-value rule; more adds nothing
 MAX_SIZE = 100_000           # the largest H or W a range may reach
+MAX_PAIRS = 250_000          # the (H, W) pairs checked where H and W meet in a mul (500 sizes)
 MAX_PERIOD = 64              # the longest period a size rule is looked for with
 REFUSAL_REASONS = 3          # the smallest refused sizes shown, one per failing layer
 # PyTorch's wording when a norm layer sees one value per channel (F._verify_batch_size)
@@ -435,6 +436,7 @@ def accepted_sizes(net: Any, draft: Any, sizes: tuple[int, int] = DEFAULT_SIZES,
     if _separable(h, w, len(watch.gates)):
         found = _product(r, watch, net, net.name, c, (h0, w0), lo, hi, h, w)
     else:
+        _bound_pairs(net, lo, hi)
         found = _grid(r, net, net.name, c, lo, hi)
     found.sources = dict(sources or {})
     found.seconds = time.perf_counter() - start
@@ -494,6 +496,18 @@ def _product(r: Replay, watch: _Watch, net, name: str, c: int, own: tuple[int, i
                  _output(seen_h, seen_w), _feature(r, watch, seen_h, seen_w),
                  _batch_one(r, watch, seen_h, seen_w, square, lo, hi),
                  _counts(seen_h, seen_w), r)
+
+
+def _bound_pairs(net, lo: int, hi: int) -> None:
+    """E508: where H and W meet in a mul every pair is checked, so the range's square is
+    bounded (1..100000 would be 10**10 pairs: hours, where a product scan takes seconds)."""
+    pairs, most = (hi - lo + 1) ** 2, isqrt(MAX_PAIRS)
+    if pairs > MAX_PAIRS:
+        raise LimitError(
+            f"H and W of '{net.name}' meet in a `merge mul`, so every (H, W) pair is checked: "
+            f"sizes {lo}..{hi} are {pairs:,} pairs, more than {MAX_PAIRS:,}", net.span,
+            f"check at most {most} sizes, e.g. --sizes {lo}..{lo + most - 1} "
+            f"(resdsl.verify: sizes=({lo}, {lo + most - 1}))", code="E508")
 
 
 def _grid(r: Replay, net, name: str, c: int, lo: int, hi: int) -> Sizes:

@@ -172,6 +172,21 @@ def test_a_mul_that_ties_h_to_w_is_scanned_pair_by_pair():
     assert "not every pair" in s.rule and not s.ok
 
 
+def test_pairs_are_bounded_where_h_and_w_meet_in_a_mul(tmp_path):
+    """E508: a pair-by-pair scan of 1..100000 would be 10**10 pairs (it ran for hours)."""
+    assert V.MAX_PAIRS == 500 ** 2
+    assert sizes_of(GATE, sizes=(1, 500)).pairs   # 250,000 pairs: checked
+    with pytest.raises(ResdslError) as e:
+        sizes_of(GATE, sizes=(1, 501))
+    assert e.value.code == "E508" and "251,001 pairs, more than 250,000" in e.value.message
+    assert e.value.hint == ("check at most 500 sizes, e.g. --sizes 1..500 "
+                            "(resdsl.verify: sizes=(1, 500))")
+    spec = tmp_path / "gate.res"
+    spec.write_text(GATE)
+    r = CliRunner().invoke(main, ["verify", str(spec), "--sizes", "1..100000", "--examples", "0"])
+    assert r.exit_code == 1 and "error[E508]" in r.stderr and f"{spec}:10:1" in r.stderr
+
+
 def test_resnet50_accepts_every_size():
     # 7x7/2 pad 3, 3x3/2 pad 1 pool, 3x3/2 pad 1 convs: each ceil(H/2), never below 1; the
     # projections' 1x1/2 convs give floor((H - 1)/2) + 1 = ceil(H/2) too, so every add
