@@ -3,13 +3,12 @@
     python benchmarks/scale.py                 # every series (a few minutes)
     python benchmarks/scale.py --only blocks   # one series: blocks, networks, bytes, line
 
-Each measurement runs in a fresh Python process (so peak memory is its own, ru_maxrss) on a
-generated spec in a temporary folder, which is also its AST cache folder (RESDSL_CACHE_DIR: no
-cached AST of an earlier run is read; the generated specs `use` no bundled library anyway). The
-time is the command's own, in the process (the interpreter's start-up, resdsl's import and the
-exit left out; with a big AST the exit, the collector's last pass and freeing every object,
-takes seconds more): wall seconds, and the process's CPU seconds, steadier when others share
-the machine.
+Each measurement is one `resdsl` process (`python -m resdsl ...`, the program a user runs) on
+a generated spec in a temporary folder, which is also its AST cache folder (RESDSL_CACHE_DIR: no
+cached AST of an earlier run is read; the generated specs `use` no bundled library anyway): the
+wall seconds a user waits, from start to exit (interpreter start-up, imports and exit
+included), the process's CPU seconds (steadier when others share the machine) and its peak
+memory (ru_maxrss, in MiB), from `os.wait4`.
 
   blocks    `resdsl compile` of one stage of N basic blocks (1k, 2k, 4k, 12k; 12k blocks are
             96k layers, inside the 100k-layer limit), and `resdsl check`, `summary`, `draw`
@@ -26,33 +25,19 @@ check in under 20 s.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import header, table  # noqa: E402
-
-# one process, one command: run the CLI in-process and report wall time and peak RSS
-PROBE = """
-import json, resource, sys, time
-from resdsl.cli import main
-start, cpu = time.perf_counter(), time.process_time()
-try:
-    main(sys.argv[1:], standalone_mode=False)
-    code = 0
-except SystemExit as e:
-    code = e.code or 0
-wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"wall": wall, "cpu": cpu, "mb": rss, "code": code}), file=sys.__stderr__)
-"""
-
 
 def blocks_spec(n: int) -> str:
     return ("block b(p) {\n  residual {\n    conv p, 3x3; bn; relu\n    conv p, 3x3; bn\n  }\n"
@@ -79,17 +64,21 @@ def line_spec(n: int) -> str:
 
 
 def measure(args: list[str], cwd: str, timeout: float) -> dict:
+    """One `resdsl` process: wall and CPU seconds, peak MiB and exit code (or 'timeout')."""
     env = {**os.environ, "RESDSL_CACHE_DIR": cwd}
-    try:
-        r = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True,
-                           text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "resdsl", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    timer.cancel()
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    if code == -signal.SIGKILL and wall >= timeout:
         return {"wall": float("inf"), "cpu": float("inf"), "mb": float("nan"), "code": "timeout"}
-    lines = [x for x in r.stderr.splitlines() if x.startswith("{")]
-    if not lines:
-        return {"wall": float("nan"), "cpu": float("nan"), "mb": float("nan"),
-                "code": r.stderr[-200:]}
-    return json.loads(lines[-1])
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "mb": usage.ru_maxrss / 1024,
+            "code": code}
 
 
 # (series, size, command) -> (seconds, peak MB or None): the goals of issue 16
