@@ -134,6 +134,7 @@ def _maker(cls: type):
         return cls
     new = object.__new__
     a, b, c, d, e = [getattr(cls, f).__set__ for f in names] + [None] * (5 - len(names))
+    # one function per arity: a loop over the setters would cost about what they save
 
     def make2(v, w):
         o = new(cls)

@@ -152,3 +152,24 @@ def test_the_fast_path_of_a_freshly_built_lark_equals_a_cached_ones(monkeypatch)
     got = fresh.fast.parse(text, "std.res")
     want = P._parser().parse(text, "std.res")
     assert got[0] == want[0]
+
+
+def test_the_node_makers_make_what_the_classes_make():
+    """parse.N's constructors set slots directly: equal objects, with their spans, that
+    pickle; and every node class has one (a class they cannot make is itself)."""
+    import pickle
+
+    from resdsl import nodes as n
+    span = Span("f.res", 1, 2, 3, 4)
+    classes = [c for c in vars(n).values() if isinstance(c, type) and dataclasses.is_dataclass(c)]
+    assert len(classes) > 20 and all(getattr(P.N, c.__name__) is not c for c in classes)
+    for cls in classes:
+        values = [f"v{i}" for i in range(len(dataclasses.fields(cls)) - 1)] + [span]
+        if cls is Span:
+            values = ["f.res", 1, 2, 3, 4]
+        made = getattr(P.N, cls.__name__)(*values)
+        assert type(made) is cls and made == cls(*values)
+        assert [getattr(made, f.name) for f in dataclasses.fields(cls)] == values
+        assert pickle.loads(pickle.dumps(made)) == made
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(made, dataclasses.fields(cls)[0].name, None)
