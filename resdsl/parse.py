@@ -30,6 +30,9 @@ from .resources import grammar_file
 MAX_NESTING = 64        # brackets and braces open at once
 MAX_EXPR_DEPTH = 200    # operators in one expression, counted along its deepest path
 MAX_DIGITS = 30         # in one number literal
+MAX_KINDS = 10_000       # token texts whose terminal the fast lexer remembers
+CHUNK_CHARS = 65_536     # the fast lexer's text at a time
+_CHUNK_END = re.compile(r"\n(?![\t \f\r\n;])")
 PROMOTE_CHARS = 100_000  # a spec this long: its AST goes to the collector's oldest generation
 
 # Terminal names as a user would say them, for "expected ..." messages.
@@ -420,12 +423,26 @@ def _extended(c: list, more: list) -> list:
     return c
 
 
+def _looks_ahead(rx: str) -> bool:
+    """Whether a terminal's regular expression ends in a negative lookahead (`3x3` but not
+    `3x3a`), the one assertion `_Fast` takes; any other (anchors, lookbehinds, lookaheads
+    elsewhere, backreferences) or a capturing group is a `_Bail`."""
+    if re.compile(rx).groups or re.search(r"\\[1-9bBAZ]|\(\?(?:[=<]|P=)|\$|(?<!\[)\^", rx):
+        raise _Bail(f"a terminal findall cannot take: {rx}")
+    ahead = rx.count("(?!")
+    if ahead and not (ahead == 1 and rx.endswith(")")
+                      and ")" not in rx[rx.index("(?!") + 3:-1]):
+        raise _Bail(f"a lookahead before the end of a terminal: {rx}")
+    return bool(ahead)
+
+
 class _Fast:
     """The parse `Lark.parse` + `Layout` + `ToAst` gives, in one loop and without a tree: the
     text is cut with one regular expression made of the grammar's terminals (Lark's basic
-    lexer's, in its order, keywords told from names the same way), the tokens go through the
-    rules of `Layout`, and Lark's own LALR table drives the reductions, each one calling the
-    same `Build` method with the span `propagate_positions` would give.
+    lexer's, in its order, keywords told from names the same way; findall gives the strings,
+    and each one's terminal is found once and remembered: see `_kind`), the tokens go
+    through the rules of `Layout`, and Lark's own LALR table drives the reductions, each one
+    calling the same `Build` method with the span `propagate_positions` would give.
 
     Lark's contextual lexer tries, in each state, only the terminals that state takes. When
     the parser takes each token this lexer cuts, the contextual lexer cuts the same ones (a
@@ -450,8 +467,16 @@ class _Fast:
                   if t.name in self.ignore and t.name not in self.newlines]
         lead = blanks[0][:-1] + "*" if len(blanks) == 1 and re.fullmatch(
             r"\[[^\]]+\]\+", blanks[0]) else ""
-        self.scan = re.compile(lead + "(?:" + "|".join(
-            f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals) + ")").finditer
+        regexps = [t.pattern.to_regexp() for t in terminals]
+        self.match_at = re.compile(lead + "(?:" + "|".join(
+            f"(?P<{t.name}>{rx})" for t, rx in zip(terminals, regexps)) + ")").match
+        # the same, with no group (findall gives the strings, no Match objects: twice as
+        # fast) and any other character last, so the matches follow each other
+        self.findall = re.compile(lead + "(?:" + "".join(
+            f"(?:{rx})|" for rx in regexps) + r"[\s\S])").findall
+        self.contextual = {t.name: re.compile(rx).fullmatch
+                           for t, rx in zip(terminals, regexps) if _looks_ahead(rx)}
+        self.kinds: dict[str, tuple[str, int]] = {}
         self.keywords: dict[str, dict[str, str]] = {}
         for name, callback in lexer.callback.items():
             if name in self.ignore:
@@ -585,52 +610,81 @@ class _Fast:
                 stack.append(entry)
         raise _Bail("no end")
 
+    @staticmethod
+    def _chunks(text: str) -> Iterator[tuple[int, int]]:
+        """The text some 64 KB of lines at a time, for findall (a list of a 10 MB spec's 4 M
+        matches at once would be 160 MB): a chunk ends after a newline that no blank,
+        newline or `;` follows, where only a newline's match ends, no path of the regular
+        expression reads past it, and so each chunk's matches are the whole text's."""
+        cut, pos = _CHUNK_END.search, 0
+        while pos < len(text):
+            m = cut(text, pos + CHUNK_CHARS)
+            end = m.end() if m else len(text)
+            yield pos, end
+            pos = end
+
+    def _kind(self, text: str, pos: int, whole: str) -> tuple[str, int]:
+        """(terminal, blanks before it) of the match `whole` at `pos`, from the pattern with
+        a group per terminal; remembered for `whole` (up to MAX_KINDS texts) where that is
+        its terminal wherever it is the expression's match. It is unless a terminal that
+        looks ahead matches it or took it: every other path of the regular expression reads
+        only the text it takes, so where the match is `whole` again, the path that took it
+        here can take it there, and an earlier path that took it there would have here."""
+        m = self.match_at(text, pos)
+        if m is None or m.end() != pos + len(whole):
+            raise _Bail("unexpected character")   # the last alternative took it
+        kind = m.lastgroup
+        found = kind, m.start(kind) - pos
+        if len(self.kinds) < MAX_KINDS and kind not in self.contextual \
+                and not any(fits(whole[found[1]:]) for fits in self.contextual.values()):
+            self.kinds[whole] = found
+        return found
+
     def _tokens(self, text: str, comments: list[Token]):
         """(kind, entry) after `Layout`'s rules (kept in step with Layout.process), then $END."""
         ignore, newlines, keywords = self.ignore, self.newlines, self.keywords
         continues, openers, closers = Layout.CONTINUES, OPENERS, self.CLOSERS
         special = self.special
+        kinds, kind_at, findall = self.kinds, self._kind, self.findall
         line, line_start, pos = 1, 0, 0
         prev, prev_tok, stack = None, None, []
-        for m in self.scan(text):
-            if m.start() != pos:
-                raise _Bail("unexpected character")
-            kind = m.lastgroup
-            start, pos = m.span(kind)
-            value = text[start:pos]
-            if kind in keywords:
-                kind = keywords[kind].get(value, kind)
-            elif kind in special:   # what may hold a newline, is ignored, or Layout looks at
-                first, col = line, start - line_start + 1
-                if kind in newlines and "\n" in value:
-                    line += value.count("\n")
-                    line_start = start + value.rindex("\n") + 1
-                if kind in ignore:
-                    if kind == "COMMENT":
-                        comments.append(Token(kind, value, start, first, col, line,
-                                              pos - line_start + 1, pos))
-                    continue
-                tok = (first, col, line, pos - line_start + 1, 0, value)
-                if kind == "_NL":
-                    if prev is None or prev in continues or (stack and stack[-1] != "LBRACE"):
+        for chunk in self._chunks(text):
+            for whole in findall(text, *chunk):
+                kind, lead = kinds.get(whole) or kind_at(text, pos, whole)
+                start = pos + lead
+                pos += len(whole)
+                value = whole[lead:] if lead else whole
+                if kind in keywords:
+                    kind = keywords[kind].get(value, kind)
+                elif kind in special:   # what may hold a newline, is ignored, or Layout looks at
+                    first, col = line, start - line_start + 1
+                    if kind in newlines and "\n" in value:
+                        line += value.count("\n")
+                        line_start = start + value.rindex("\n") + 1
+                    if kind in ignore:
+                        if kind == "COMMENT":
+                            comments.append(Token(kind, value, start, first, col, line,
+                                                  pos - line_start + 1, pos))
                         continue
-                elif kind in openers:
-                    stack.append(kind)
-                    if len(stack) > MAX_NESTING:
-                        raise _Bail("nested too deep")
-                elif kind in closers:
-                    if stack and openers[stack[-1]] == kind:
-                        stack.pop()
-                    if kind == "RBRACE" and prev is not None and prev not in continues:
-                        yield "_NL", tok
-                prev, prev_tok = kind, tok
-                yield kind, tok
-                continue
-            prev = kind
-            prev_tok = (line, start - line_start + 1, line, pos - line_start + 1, 0, value)
-            yield kind, prev_tok
-        if pos != len(text):
-            raise _Bail("unexpected character")
+                    tok = (first, col, line, pos - line_start + 1, 0, value)
+                    if kind == "_NL":
+                        if prev is None or prev in continues or (stack and stack[-1] != "LBRACE"):
+                            continue
+                    elif kind in openers:
+                        stack.append(kind)
+                        if len(stack) > MAX_NESTING:
+                            raise _Bail("nested too deep")
+                    elif kind in closers:
+                        if stack and openers[stack[-1]] == kind:
+                            stack.pop()
+                        if kind == "RBRACE" and prev is not None and prev not in continues:
+                            yield "_NL", tok
+                    prev, prev_tok = kind, tok
+                    yield kind, tok
+                    continue
+                prev = kind
+                prev_tok = (line, start - line_start + 1, line, pos - line_start + 1, 0, value)
+                yield kind, prev_tok
         if not (prev is None or prev in continues or (stack and stack[-1] != "LBRACE")):
             yield "_NL", (prev_tok[2], prev_tok[3], prev_tok[2], prev_tok[3], 0, "\n")
         yield "$END", None

@@ -173,3 +173,27 @@ def test_the_node_makers_make_what_the_classes_make():
         assert pickle.loads(pickle.dumps(made)) == made
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(made, dataclasses.fields(cls)[0].name, None)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64])
+@settings(max_examples=max(1, settings.default.max_examples // 2), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.one_of(
+    st.lists(st.tuples(st.sampled_from(_WORDS), st.sampled_from(["", " ", "\t", "\n", ";"])),
+             max_size=40).map(lambda ws: "".join(w + gap for w, gap in ws)),
+    S.specs().map(lambda spec: spec.text)))
+def test_the_lexer_s_chunks_change_no_token(monkeypatch, chunk, text):
+    """The fast lexer runs findall a chunk of lines at a time (parse.CHUNK_CHARS, 64 KB);
+    with chunks of a few characters every newline it may cut at is one, and the parse still
+    equals Lark's."""
+    monkeypatch.setattr(P, "CHUNK_CHARS", chunk)
+    same(text)
+
+
+def test_a_spec_of_many_chunks_parses_as_lark_parses_it():
+    lines = ["x{i} = {i} * 3 + [1, 2][{j}]  # c", "", "  ", "y{i} = 1;z{i} = 2", "\tw{i} = \\",
+             "  3x3", "network n{i} {{", "  input 3 x 8 x 8", "  l{i}.0 : conv 4, 3x3; bn",
+             "", "}}"]
+    text = "\n".join(line.format(i=i, j=i % 2) for i in range(3000) for line in lines) + "\n"
+    assert len(text) > 4 * P.CHUNK_CHARS
+    assert same(text)
