@@ -466,13 +466,18 @@ class Elaborator:
             pass
         finally:
             self.direct = False
+        return self.ordered(let, scope)
+
+    def ordered(self, let: n.Let, scope: Scope) -> Value:
+        """`let`'s value, the lets it depends on evaluated first, in order; an error is kept
+        (and raised again by `constant`)."""
         try:
             for d, s in self._let_order(let, scope):
                 self.constants[id(d)] = evaluate(d.value, Env(s, self))
         except ResdslError as e:
-            self.failed[key] = e
+            self.failed[id(let)] = e
             raise
-        return self.constants[key]
+        return self.constants[id(let)]
 
     def _let_order(self, let: n.Let, scope: Scope) -> list[tuple[n.Let, Scope]]:
         """The unevaluated lets `let` depends on, and itself, dependencies first."""

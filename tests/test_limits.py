@@ -32,7 +32,7 @@ import resdsl
 from resdsl import ir
 from resdsl.backends import draw, summary
 from resdsl.cli import main
-from resdsl.elaborate import Elaborator, Env, evaluate
+from resdsl.elaborate import Elaborator
 from resdsl.errors import ResdslError
 from resdsl.loader import load_text
 from resdsl.pipeline import Limits, check_file, check_text
@@ -200,14 +200,7 @@ class _Ordered(Elaborator):
         key = id(let)
         if key in self.failed:
             raise self.failed[key]
-        if key not in self.constants:
-            try:
-                for d, s in self._let_order(let, scope):
-                    self.constants[id(d)] = evaluate(d.value, Env(s, self))
-            except ResdslError as e:
-                self.failed[key] = e
-                raise
-        return self.constants[key]
+        return self.constants[key] if key in self.constants else self.ordered(let, scope)
 
 
 def _constants(elab: Elaborator, program) -> list:
