@@ -43,9 +43,12 @@ text, or every emit mode's file (python, --standalone, --inference, --no-fuse), 
 folder and imported, constructs and runs: parameters and output shape as the summary says
 (the inference file: its own graph's parameters), the same state_dict keys and outputs as the
 python file's (the inference one via from_trained), and resdsl.build and resdsl.optimize
-likewise. A backend error after check passed is a bug (`checkgap:<code>@<mode>`), as is any
+likewise; the built model also pickles (torch.save / torch.load), builds as a features model
+(the last top-level item and one more; shapes as the graph says, the last one's output the
+network's) and with synchronized BN (one process, a training step too), each with the
+python file's outputs. A backend error after check passed is a bug (`checkgap:<code>@<mode>`), as is any
 other exception (`internal:<Type>@<mode>`) or a disagreement (`params@`, `shape@`, `values@`,
-`keys@build`).
+`keys@build`, `count@features`).
 """
 from __future__ import annotations
 
@@ -710,6 +713,7 @@ def _name_modes(text: str, g, stats: Counter) -> None:
         if not torch.allclose(y, ref_out, rtol=1e-3, atol=1e-4):
             raise Bug("values@optimize", f"differs by {(y - ref_out).abs().max().item()}")
         stats["run:build+optimize"] += 1
+        _name_tools(text, g, built, x, ref_state, ref_out, stats)
     except Bug:
         raise
     except Exception as e:  # noqa: BLE001 - the point of the exercise
@@ -718,6 +722,50 @@ def _name_modes(text: str, g, stats: Counter) -> None:
         import linecache
         for key in [k for k in linecache.cache if k.startswith("<resdsl ")]:
             del linecache.cache[key]
+
+
+def _name_tools(text: str, g, built, x, ref_state, ref_out, stats: Counter) -> None:
+    """The built model through pickling (torch.save / torch.load), as a features model (the
+    last top-level item, whose output is the network's, and one drawn at random) and with
+    synchronized BN (one process): each gives the outputs of the python mode."""
+    import io
+
+    import torch
+
+    import resdsl
+    from resdsl.ir import Structure
+
+    def same(y, stage: str) -> None:
+        if not torch.allclose(y, ref_out, rtol=1e-3, atol=1e-4):
+            raise Bug(f"values@{stage}", f"differs by {(y - ref_out).abs().max().item()}")
+
+    buf = io.BytesIO()
+    torch.save(built, buf)
+    buf.seek(0)
+    with torch.no_grad():
+        same(torch.load(buf, weights_only=False).eval()(x), "pickle")
+    s = Structure(g)
+    items = [path for _, path in s.items(None)]
+    names = [items[len(text) % len(items)], items[-1]]   # (the input's own choice: replayable)
+    feats = resdsl.build(text, network=g.graph["name"], features=names)
+    feats.load_state_dict(ref_state)
+    with torch.no_grad():
+        out = feats.eval()(x)
+    for info, y in zip(feats.feature_info, out):
+        last = info["name"] if info["name"] in g else s.last[info["name"]]
+        if tuple(y.shape[1:]) != tuple(g.nodes[last]["shape"]):
+            raise Bug("shape@features", f"{info['name']}: {tuple(y.shape)}, the graph says "
+                                        f"{g.nodes[last]['shape']}")
+    if len(out) != len(dict.fromkeys(names)):
+        raise Bug("count@features", f"{len(out)} features for {names}")
+    same(out[-1], "features")
+    synced = resdsl.build(text, network=g.graph["name"], sync_bn=True)
+    synced.load_state_dict(ref_state)
+    synced.train()(x).sum().backward()
+    with torch.no_grad():
+        synced.load_state_dict(ref_state)
+        same(synced.eval()(x), "sync_bn")
+    stats["run:pickle+features+sync_bn"] += 1
 
 
 # ---- the campaign --------------------------------------------------------------------------
