@@ -634,19 +634,38 @@ def load_generated(source: str, filename: str) -> dict:
     """The namespace of generated model source (resdsl.build's, or a pickled model's) executed
     once per process and text; its classes remember the source to pickle with. linecache
     holds the text under `filename` and the text's digest (two texts of one network, with
-    and without features, are two files: TorchScript and tracebacks read lines there)."""
+    and without features, are two files: TorchScript and tracebacks read lines there) while
+    a class of it lives: a loop building thousands of networks keeps the lines of those
+    still in use, and of the last 64 texts."""
     import hashlib
     import linecache
+    import weakref
 
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     name = f"{filename[:-1]} {digest}>" if filename.endswith(">") else f"{filename} {digest}"
     linecache.cache[name] = (len(source), None, source.splitlines(True), name)
     namespace: dict = {"__name__": GENERATED_MODULE}
     exec(compile(source, name, "exec"), namespace)  # noqa: S102 - resdsl's own output
-    for value in namespace.values():
-        if isinstance(value, type) and value.__module__ == GENERATED_MODULE:
-            value._resdsl_source = (source, filename)
+    classes = [value for value in namespace.values()
+               if isinstance(value, type) and value.__module__ == GENERATED_MODULE]
+    for cls in classes:
+        cls._resdsl_source = (source, filename)
+    # each class's methods hold the namespace, which holds every class: one lives as they do
+    _LINES_USED[name] = _LINES_USED.get(name, 0) + 1
+    weakref.finalize(classes[0], _lines_unused, name)
     return namespace
+
+
+_LINES_USED: dict[str, int] = {}   # a generated text's linecache name -> its namespaces alive
+
+
+def _lines_unused(name: str) -> None:
+    import linecache
+
+    _LINES_USED[name] -= 1
+    if not _LINES_USED[name]:
+        del _LINES_USED[name]
+        linecache.cache.pop(name, None)
 
 
 def rebuild_generated(source: str, filename: str, qualname: str) -> nn.Module:

@@ -102,6 +102,28 @@ def test_pickled_models_share_their_classes_and_keep_their_changes():
         _close(a(x), model(x), 0)
 
 
+def test_a_loop_of_builds_keeps_the_lines_of_networks_in_use_only():
+    """Each build's source goes into linecache (TorchScript and tracebacks read it there):
+    200 distinct networks built and dropped leave those of the last 64 texts (the namespace
+    cache) and of the network still in use, which still scripts."""
+    import gc
+    import linecache
+
+    spec = "network n(w = 4) {\n  input 3 x 8 x 8\n  conv w, 3x3; bn; relu\n  avgpool\n  fc 10\n}\n"
+    before = set(linecache.cache)
+    kept = resdsl.build(spec, w=3)
+    for w in range(4, 204):
+        resdsl.build(spec, w=w)
+    gc.collect()
+    assert len(set(linecache.cache) - before) == 64 + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # torch 2.14: jit is deprecated
+        scripted = torch.jit.script(kept)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        _close(scripted.eval()(x), kept.eval()(x), 0)
+
+
 # ---- torch.fx and torchvision's feature extraction -----------------------------------------
 
 @pytest.mark.parametrize("spec,net", BUNDLED)
