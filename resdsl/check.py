@@ -174,34 +174,31 @@ class _Definition:
                 self.stmts(st.orelse, local)
 
     def layer(self, st: n.Layer, local: set[str]) -> None:
-        if st.kind not in LAYERS and st.kind not in local and _misspelt_keyword(st.kind) and \
-                self.scope.lookup(st.kind) is None:
+        if st.kind not in LAYERS and st.kind not in local:   # a block's use: `call` checks
             self.call(n.Call(st.kind, st.args, st.span), local, head=head_span(st), site=st)
-            return   # `stge s1 = ...`: one error, at the word
+            return                                           # its arguments
         for a in st.args:
             if not (a.name is None and isinstance(a.value, n.Name) and _is_flag(st.kind, a.value.id)):
                 self.expr(a.value, local)
         if st.kind in local:
             return
-        if st.kind in LAYERS:
-            kind = LAYERS[st.kind]
-            names = kind.names
-            bound = self._try(lambda: self.bindings.bind(st, names, st.args, f"`{st.kind}`",
-                                                         st.span, kind.flags))
-            for p in kind.params:
-                if bound is not None and p.default is REQUIRED and p.name not in bound:
-                    self.errors.add(SpecNameError(f"`{st.kind}` needs its '{p.name}' argument",
-                                                  st.span, code="E204"))
-            return
-        self.call(n.Call(st.kind, st.args, st.span), local, head=head_span(st), site=st)
+        kind = LAYERS[st.kind]
+        names = kind.names
+        bound = self._try(lambda: self.bindings.bind(st, names, st.args, f"`{st.kind}`",
+                                                     st.span, kind.flags))
+        for p in kind.params:
+            if bound is not None and p.default is REQUIRED and p.name not in bound:
+                self.errors.add(SpecNameError(f"`{st.kind}` needs its '{p.name}' argument",
+                                              st.span, code="E204"))
 
     def call(self, c: n.Call, local: set[str], network: bool = False,
              head: Span | None = None, site: object = None) -> None:
         """A use of a block (or, with `network`, of a template); `head` is where its name is
         written, when that is not where the call starts (`label: name args`); `site` the
         statement it stands for (default: the call)."""
-        keyword = _misspelt_keyword(c.name) if c.name not in local and self.scope.lookup(
-            c.name) is None and c.name not in LAYERS and not network else None
+        found = None if c.name in local else self.scope.lookup(c.name)
+        keyword = _misspelt_keyword(c.name) if found is None and c.name not in local and \
+            c.name not in LAYERS and not network else None
         if keyword:   # `stge s1 = ...`: the word is the error, not what follows it
             self.errors.add(SpecNameError(f"unknown block '{c.name}'", head or _name_span(c),
                                           keyword, code="E201"))
@@ -210,7 +207,6 @@ class _Definition:
             self.expr(a.value, local)
         if c.name in local:
             return
-        found = self.scope.lookup(c.name)
         want = n.NetworkDef if network else n.BlockDef
         if found is None and not network and c.name in LAYERS:
             self.errors.add(SpecValueError(
