@@ -76,7 +76,7 @@ class Layout:
 
     always_accept = ("_NL", "RBRACE")
     CONTINUES = frozenset({"_NL", "LBRACE", "COMMA"})  # a newline after these is dropped
-    # (`_Fast._tokens` applies the same rules: change both together)
+    # (`_Fast._tokens` applies the same rules: newline_continues, and the one before `}`)
 
     def __init__(self, file: str):
         self.file = file
@@ -107,9 +107,15 @@ class Layout:
                         prev.end_column, prev.end_pos)
 
     def _continues(self, prev: Token | None, stack: list[Token]) -> bool:
-        """Whether a newline here is not the end of a statement."""
-        return prev is None or prev.type in self.CONTINUES or bool(
-            stack and stack[-1].type != "LBRACE")
+        return newline_continues(None if prev is None else prev.type,
+                                 stack[-1].type if stack else None)
+
+
+def newline_continues(prev: str | None, inner: str | None) -> bool:
+    """Whether a newline after a token of kind `prev` (None: the start), with `inner` the
+    innermost bracket open (None: none), is not the end of a statement: Layout's rule, and
+    `_Fast._tokens`'s."""
+    return prev is None or prev in Layout.CONTINUES or (inner is not None and inner != "LBRACE")
 
 
 # Every child a builder gets is an entry: (line, col, end_line, end_col, depth, value), the
@@ -171,10 +177,10 @@ def _maker(cls: type):
     return (make2, make3, make4, make5)[len(names) - 2]
 
 
-new_span = _maker(Span)
-# the node classes, as fast constructors taking every field in order
+# the node classes (and Span), as fast constructors taking every field in order
 N = SimpleNamespace(**{name: _maker(cls) for name, cls in vars(n).items()
                        if isinstance(cls, type) and is_dataclass(cls)})
+new_span = N.Span
 
 
 def too_deep(span: Span) -> SpecSyntaxError:
@@ -668,7 +674,7 @@ class _Fast:
                         continue
                     tok = (first, col, line, pos - line_start + 1, 0, value)
                     if kind == "_NL":
-                        if prev is None or prev in continues or (stack and stack[-1] != "LBRACE"):
+                        if newline_continues(prev, stack[-1] if stack else None):
                             continue
                     elif kind in openers:
                         stack.append(kind)
@@ -685,7 +691,7 @@ class _Fast:
                 prev = kind
                 prev_tok = (line, start - line_start + 1, line, pos - line_start + 1, 0, value)
                 yield kind, prev_tok
-        if not (prev is None or prev in continues or (stack and stack[-1] != "LBRACE")):
+        if not newline_continues(prev, stack[-1] if stack else None):
             yield "_NL", (prev_tok[2], prev_tok[3], prev_tok[2], prev_tok[3], 0, "\n")
         yield "$END", None
 
