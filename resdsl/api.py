@@ -74,12 +74,15 @@ def _keyword_hint(e: SpecNameError, overrides: dict[str, Any]) -> None:
     and the name is close to one of build's own keywords (`feature=`), the hint names it."""
     import inspect
 
+    if e.code != "E203" or e.hint:
+        return
     ours = [p for p, v in inspect.signature(build).parameters.items()
             if v.kind is v.KEYWORD_ONLY]
     for name in overrides:
         close = did_you_mean(name, ours)
-        if e.code == "E203" and not e.hint and close and f"'{name}'" in e.message:
+        if close and f"'{name}'" in e.message:
             e.hint = f"{close[:-1]}, an argument of resdsl.build (not a network parameter)?"
+            return
 
 
 def emit_python(spec: str | Path, network: str | None = None, *,
