@@ -5,6 +5,7 @@ the PNG resolution, and the errors when Graphviz (the program or the Python pack
 missing."""
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import shlex
@@ -340,6 +341,15 @@ def _curve(points: list) -> list:
     return out
 
 
+@functools.cache
+def _laid_out(spec: str, net: str) -> tuple:
+    """(the DOT, its nodes, its edges) of a network's layer level as Graphviz lays it out,
+    once for the tests that measure the layout."""
+    g = check_file(spec, networks=[net]).graphs[net]
+    dot = d.to_dot(g, level="layer")
+    return (dot, *_layout(dot.source))
+
+
 LAID_OUT = [("specs/resnet.res", "resnet50"), ("specs/preact.res", "preact_resnet18"),
             ("docs/diagrams/preact_units.res", "preact_units")]
 
@@ -349,9 +359,7 @@ LAID_OUT = [("specs/resnet.res", "resnet50"), ("specs/preact.res", "preact_resne
 def test_layer_level_no_edge_crosses_a_title(spec, net):
     # the titles are caption nodes left of each frame's first op: dot routes every edge
     # around them (it drew the frames' own labels where the shortcut arcs came in)
-    g = check_file(spec, networks=[net]).graphs[net]
-    dot = d.to_dot(g, level="layer")
-    nodes, edges = _layout(dot.source)
+    dot, nodes, edges = _laid_out(spec, net)
     captions = {v: box for v, box in nodes.items() if v.endswith(" caption")}
     assert len(captions) >= 5 and 'label=""' in dot.source
     for a, b, points in edges:
@@ -368,9 +376,7 @@ def test_layer_level_no_edge_crosses_a_title(spec, net):
 @pytest.mark.parametrize("spec, net", LAID_OUT)
 def test_layer_level_main_path_is_one_straight_column(spec, net):
     # (pre-activation units bent it step by step under the captions before MAIN's weight)
-    g = check_file(spec, networks=[net]).graphs[net]
-    dot = d.to_dot(g, level="layer")
-    nodes, _ = _layout(dot.source)
+    dot, nodes, _ = _laid_out(spec, net)
     main = [v for v, a in Dot(dot.source).nodes.items() if a.get("group") == "main"]
     xs = {round(nodes[v][0], 2) for v in main}
     assert len(main) > 20 and max(xs) - min(xs) < 0.05, sorted(xs)
